@@ -1,0 +1,48 @@
+"""Batched augmentation of uint8 NCHW batches, on whatever device the batch is on.
+
+In-memory datasets hand whole uint8 batches to the device; augmenting there (one gather for
+the whole batch, no Python loop over samples) keeps small-image training from being
+bottlenecked by per-sample CPU transforms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def to_unit_float(x: Tensor) -> Tensor:
+    """uint8 images in 0..255 -> float32 in [0, 1] (same shape and device)."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"to_unit_float expects uint8 images, got {x.dtype}")
+    return x.to(torch.float32).div_(255.0)
+
+
+def random_crop_flip(
+    x: Tensor, padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random crop with zero padding + random horizontal flip, each sample its own, -> float [0,1].
+
+    ``x``: uint8 (N, C, H, W). Equivalent to torchvision's ``RandomCrop(H, padding)`` +
+    ``RandomHorizontalFlip()`` per sample. ``generator`` (on ``x.device``) makes it reproducible.
+    """
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise TypeError(f"random_crop_flip expects uint8 NCHW, got {x.dtype} {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    if n == 0 or (padding == 0 and not flip):
+        return to_unit_float(x).contiguous()
+    dev = x.device
+    rows = torch.arange(h, device=dev).expand(n, h)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if padding > 0:
+        x = F.pad(x, (padding, padding, padding, padding))  # zeros
+        rows = rows + torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+        cols = cols + torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+    if flip:
+        flipped = torch.rand(n, 1, device=dev, generator=generator) < 0.5
+        cols = torch.where(flipped, cols.flip(1), cols)
+    batch = torch.arange(n, device=dev)[:, None, None]
+    # Advanced indices separated by the channel slice: the result is (N, H, W, C).
+    out = x[batch, :, rows[:, :, None], cols[:, None, :]]
+    return to_unit_float(out.permute(0, 3, 1, 2)).contiguous()

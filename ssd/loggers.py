@@ -1,0 +1,95 @@
+"""Experiment loggers: W&B (online/offline), CSV, TensorBoard or none.
+
+One logger per stage, so a pipeline shows on W&B as one run per stage (job type
+``teacher``/``main``/...) grouped under the run or sweep. ``finish_logger`` closes the W&B
+run with the job's exit code, so a crashed job never shows as "finished".
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` if set; else online when credentials exist, offline otherwise.
+
+    The result is exported as ``WANDB_MODE``: the logger's own ``mode`` argument alone
+    still starts a network thread.
+    """
+    mode = os.environ.get("WANDB_MODE")
+    if not mode:
+        mode = "online" if _has_wandb_credentials() else "offline"
+        os.environ["WANDB_MODE"] = mode
+    return mode
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _wandb_run_id(stage_dir: Path) -> str:
+    """A run id kept in the stage folder, so a resumed stage continues the same W&B run."""
+    path = stage_dir / "wandb_id.txt"
+    if path.exists():
+        return path.read_text().strip()
+    import wandb
+
+    run_id = wandb.util.generate_id()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id)
+    return run_id
+
+
+def build_logger(cfg: Mapping[str, Any], stage: str, stage_dir: Path, group: str) -> Logger | None:
+    """The configured logger for one stage of a run (None for ``logger=none``)."""
+    log_cfg = cfg["logger"]
+    name = log_cfg["name"]
+    if name == "none":
+        return None
+    if name == "csv":
+        return CSVLogger(save_dir=str(stage_dir), name="", version="")
+    if name == "tensorboard":
+        return TensorBoardLogger(save_dir=str(stage_dir), name="tensorboard", version="")
+    wandb_mode()
+    return WandbLogger(
+        project=log_cfg.get("project", "ssd"),
+        entity=log_cfg.get("entity"),
+        group=log_cfg.get("group") or group,
+        job_type=stage,
+        name=f"{group}/{stage}",
+        id=_wandb_run_id(stage_dir),
+        resume="allow",
+        save_dir=str(stage_dir),
+        tags=list(log_cfg.get("tags") or []),
+        config=dict(cfg),
+    )
+
+
+@rank_zero_only
+def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
+    """Close the logger of a stage; W&B gets the exit code of the job."""
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001 - don't create a run to close it
+        logger.experiment.finish(exit_code=exit_code)
+    elif logger is not None:
+        logger.finalize("success" if exit_code == 0 else "failed")
+
+
+@rank_zero_only
+def log_images(logger: Logger | None, key: str, images: Any, caption: str | None = None) -> None:
+    """Log an image grid (a [3,H,W] tensor in [0,1]) to W&B or TensorBoard; other loggers skip it."""
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=key, images=[images], caption=[caption] if caption else None)
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, images)

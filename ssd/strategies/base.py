@@ -1,0 +1,173 @@
+"""The interface every strategy implements, and the evaluation they all share.
+
+A strategy is a LightningModule that owns the networks it trains (``self.net`` is the
+classifier that is evaluated) plus, read-only, the frozen networks of earlier stages
+(``self.frozen``: a teacher, a denoiser, a clean classifier). Subclasses implement only
+``training_loss``; what is evaluated, how (fixed per-sample noise, robustness curve,
+clean accuracy) and with which metrics lives here once, so that every strategy is
+measured identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ssd.noise import NoiseModel, build_noise, fixed_noisy, training_generator
+from ssd.strategies.optim import build_optimizer, build_scheduler
+
+
+def _level_key(noise: NoiseModel) -> str:
+    return f"{noise.level_name}={noise.level:g}"
+
+
+class NoisyImageModule(L.LightningModule):
+    """Base class of all strategies.
+
+    Args:
+        cfg: the whole resolved run config as plain containers (stored as hyperparameters,
+            so a checkpoint says exactly how it was made).
+        data_info: ``num_classes``, ``mean``, ``std``, ``image_size`` of the datamodule.
+        frozen: networks of earlier stages, by role (``teacher``, ``denoiser``, ...). They
+            are frozen here, kept in eval mode, and left out of this module's checkpoints.
+    """
+
+    #: roles of the stages this strategy needs before it can train (read by ssd.pipeline);
+    #: each role has a config section ``strategy.<role>`` (``strategy``, ``ckpt``, ``overrides``).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: whether training sees noisy images (the stage-cache key ignores noise otherwise).
+    trains_on_noise: ClassVar[bool] = True
+
+    def __init__(self, cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module] | None = None):
+        super().__init__()
+        self.save_hyperparameters({"cfg": dict(cfg), "data_info": dict(data_info)})
+        self.cfg = cfg
+        self.data_info = data_info
+        self.noise = build_noise(cfg["noise"])
+        self.frozen = nn.ModuleDict(dict(frozen or {}))
+        for net in self.frozen.values():
+            net.eval().requires_grad_(False)
+        self.net = self.build_net()
+        self._train_gen: torch.Generator | None = None
+        self._build_metrics()
+
+    # ----------------------------------------------------------------- to override
+    @classmethod
+    def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
+        """Stages needed for this config (override when they depend on config)."""
+        return cls.requires
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        """Strategy-specific config checks (raise ssd.config.ConfigError); run before anything is built."""
+
+    def build_net(self) -> nn.Module:
+        """The network this strategy trains and evaluates (default: the configured classifier)."""
+        return build_classifier_from_cfg(self.cfg, self.data_info)
+
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Loss on a clean batch ``x`` in [0,1]: returns (loss, logits, extra terms to log)."""
+        raise NotImplementedError
+
+    def predict_logits(self, x_noisy: Tensor) -> Tensor:
+        """What evaluation classifies: by default the trained classifier on the noisy image."""
+        return self.net(x_noisy)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters handed to the optimizer (everything trainable outside ``frozen``)."""
+        frozen = {id(p) for p in self.frozen.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    # ----------------------------------------------------------------- helpers
+    def add_noise(self, x: Tensor) -> Tensor:
+        """A fresh training-noise draw, from this rank's own stream on the training device."""
+        if self._train_gen is None or self._train_gen.device != x.device:
+            self._train_gen = training_generator(int(self.cfg["seed"]), self.global_rank, x.device)
+        return self.noise(x, generator=self._train_gen)
+
+    def train(self, mode: bool = True) -> NoisyImageModule:
+        """Keep frozen stages in eval mode whatever Lightning does (Lightning #2551, #18930)."""
+        super().train(mode)
+        for net in self.frozen.values():
+            net.eval()
+        return self
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y, _ = batch
+        loss, logits, extra = self.training_loss(x, y)
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        for name, value in extra.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.cfg["optim"], self.param_groups())
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.cfg["optim"]["scheduler"], total, per_epoch)}
+
+    def param_groups(self) -> list[Any]:
+        """Optimizer parameter groups; strategies with several lrs override this."""
+        return self.trainable_parameters()
+
+    # ----------------------------------------------------------------- evaluation
+    def _build_metrics(self) -> None:
+        n = int(self.data_info["num_classes"])
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        levels = [float(v) for v in self.cfg["noise"].get("eval_levels", [])]
+        curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in levels}
+        # what the test epoch measures: name -> noise model (deduplicated by level)
+        self.test_noises: dict[str, NoiseModel] = {"noisy": self.noise, "clean": build_noise({"name": "none"}), **curve}
+        self.test_accs = nn.ModuleList(MulticlassAccuracy(num_classes=n, average="micro") for _ in self.test_noises)
+
+    def _eval_logits(self, x: Tensor, idx: Tensor, noise: NoiseModel) -> Tensor:
+        return self.predict_logits(fixed_noisy(noise, x, idx, int(self.cfg["eval_seed"])))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        x, y, idx = batch
+        self.val_acc(self._eval_logits(x, idx, self.noise), y)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        x, y, idx = batch
+        cache: dict[str, Tensor] = {}
+        for (name, noise), metric in zip(self.test_noises.items(), self.test_accs):
+            key = noise.describe()
+            if key not in cache:  # the training level and clean also appear in the curve
+                cache[key] = self._eval_logits(x, idx, noise)
+            metric.update(cache[key], y)
+
+    def on_test_epoch_end(self) -> None:
+        for name, metric in zip(self.test_noises, self.test_accs):
+            metric_name = "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"
+            self.log(metric_name, metric.compute(), sync_dist=False)
+            metric.reset()
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Frozen stages are recorded by reference (ssd.pipeline), not copied into every checkpoint."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("frozen.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the (already loaded) frozen stages back so strict loading still checks the rest."""
+        checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith("frozen.")})
+
+
+
+def build_classifier_from_cfg(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> nn.Module:
+    """``cfg.model`` (a ``_target_``) -> classifier for this dataset."""
+    return instantiate(
+        cfg["model"], num_classes=int(data_info["num_classes"]), mean=tuple(data_info["mean"]), std=tuple(data_info["std"])
+    )

@@ -1,0 +1,17 @@
+"""``vanilla``: train the classifier on noisy images, ``CE(g(x~), y)``.
+
+The plain baseline, and the teacher stage of ``self_distill``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssd.strategies.base import NoisyImageModule
+
+
+class Vanilla(NoisyImageModule):
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        logits = self.net(self.add_noise(x))
+        return F.cross_entropy(logits, y), logits, {}

@@ -1,0 +1,156 @@
+"""Train and test one stage: config -> Trainer -> fit -> test -> metrics.
+
+``train_stage`` is what every stage of every pipeline goes through, so checkpointing,
+resuming, precision, throughput and the test protocol are the same for all strategies.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from torch import nn
+
+from ssd.callbacks import TrainThroughput
+from ssd.loggers import build_logger, finish_logger
+from ssd.strategies.base import NoisyImageModule
+
+log = logging.getLogger(__name__)
+
+# keys of the `trainer` config that ssd handles itself instead of passing to lightning.Trainer
+SSD_TRAINER_KEYS = ("precision", "channels_last", "compile")
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 on this CPU (AVX512-BF16 or AMX); without it bf16 autocast is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> bf16-mixed where the device computes bf16 natively, else 16-mixed (CUDA) or 32-true."""
+    if precision != "auto":
+        return precision
+    if uses_cuda(accelerator):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def resolve_channels_last(value: Any, accelerator: str) -> bool:
+    """``auto`` -> channels_last for CUDA and for CPUs with native bf16 (oneDNN prefers NHWC)."""
+    if value != "auto":
+        return bool(value)
+    return uses_cuda(accelerator) or cpu_supports_bf16()
+
+
+def strategy_class(cfg: Mapping[str, Any]) -> type[NoisyImageModule]:
+    return get_class(cfg["strategy"]["_target_"])
+
+
+def build_module(cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module]) -> NoisyImageModule:
+    """The strategy's LightningModule, with its networks in the configured memory format."""
+    module = strategy_class(cfg)(cfg, data_info, frozen)
+    if cfg["trainer"].get("channels_last"):
+        module = module.to(memory_format=torch.channels_last)
+    if cfg["trainer"].get("compile"):
+        module.net = torch.compile(module.net)
+    return module
+
+
+def _progress_bar() -> L.Callback:
+    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI."""
+    if sys.stdout.isatty():
+        return RichProgressBar(refresh_rate=10)
+    return TQDMProgressBar(refresh_rate=50)
+
+
+def build_trainer(cfg: Mapping[str, Any], stage_dir: Path, logger: Any, extra_callbacks: list[L.Callback]) -> L.Trainer:
+    """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks."""
+    trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in SSD_TRAINER_KEYS}
+    has_val = bool(cfg["data"].get("val_size", 0))
+    checkpoint = ModelCheckpoint(
+        dirpath=str(stage_dir / "checkpoints"),
+        filename="best",
+        monitor="val/acc" if has_val else None,
+        mode="max",
+        save_last=True,
+        save_top_k=1 if has_val else 0,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [checkpoint, *extra_callbacks]
+    if cfg["trainer"].get("enable_progress_bar", True):
+        callbacks.append(_progress_bar())
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if not has_val:
+        trainer_kwargs["limit_val_batches"] = 0
+    return L.Trainer(
+        **trainer_kwargs,
+        precision=cfg["trainer"]["precision"],
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        default_root_dir=str(stage_dir),
+        use_distributed_sampler=False,  # ssd's datamodules shard themselves (exact, unpadded eval)
+        deterministic=bool(cfg.get("deterministic", False)) or None,
+    )
+
+
+def train_stage(
+    cfg: Mapping[str, Any],
+    stage: str,
+    stage_dir: Path,
+    datamodule: L.LightningDataModule,
+    data_info: Mapping[str, Any],
+    frozen: Mapping[str, nn.Module],
+    group: str,
+) -> tuple[NoisyImageModule, dict[str, Any]]:
+    """Fit (resuming from ``last.ckpt`` when present) and test one stage; return (module, metrics)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    module = build_module(cfg, data_info, frozen)
+    logger = build_logger(cfg, stage, stage_dir, group)
+    throughput = TrainThroughput()
+    trainer = build_trainer(cfg, stage_dir, logger, [throughput])
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if cfg.get("resume", True) and last.exists() else None
+    if resume_from:
+        log.info("stage %s: resuming from %s", stage, resume_from)
+    exit_code = 1
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        fit_seconds = time.perf_counter() - start
+        tested = trainer.test(module, datamodule=datamodule, verbose=False)
+        exit_code = 0
+    finally:
+        finish_logger(logger, exit_code)
+    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    result = {
+        "stage": stage,
+        "strategy": cfg["strategy"]["name"],
+        "metrics": metrics,
+        "test_acc": metrics.get("test/acc"),
+        "clean_acc": metrics.get("test/acc_clean"),
+        "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
+        "epochs": int(trainer.current_epoch),
+        "fit_seconds": fit_seconds,
+        "train_images_per_s": throughput.images_per_second,
+        "checkpoints": {"last": str(last), "best": str(stage_dir / "checkpoints" / "best.ckpt")},
+        "resumed_from": resume_from,
+    }
+    return module, result

@@ -1,0 +1,47 @@
+"""Shared test utilities: compose the real config tree, run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from ssd.paths import conf_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# tiny, fast, offline settings for end-to-end runs (on top of data=synthetic)
+TINY = [
+    "data=synthetic",
+    "model=resnet20",
+    "logger=none",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "trainer.enable_progress_bar=false",
+    "noise.sigma=0.1",
+]
+
+
+def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None, return_hydra: bool = False) -> DictConfig:
+    """The real config with ``overrides``, as ``python -m ssd.run`` would compose it."""
+    extra = [f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache"] if tmp_path else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        return compose(config_name="config", overrides=[*extra, *(overrides or [])], return_hydra_config=return_hydra)
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m ssd.run ARGS`` in a subprocess, with outputs and cache under ``tmp_path``."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
+    cmd = [sys.executable, "-m", "ssd.run", f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", *args]
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "results.json").read_text())

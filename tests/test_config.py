@@ -1,0 +1,67 @@
+"""Config composition and validation: every bad value fails before anything is built."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from ssd.config import ConfigError, validate
+from tests.helpers import TINY, compose_cfg, run_cli
+
+
+def test_default_config_is_the_research_recipe() -> None:
+    assert compose_cfg(return_hydra=True).hydra.job.chdir is False  # DDP children rely on it
+    cfg = compose_cfg()
+    validate(cfg)
+    assert cfg.data.name == "cifar10" and cfg.model.arch == "resnet18" and cfg.strategy.name == "vanilla"
+    assert cfg.optim.optimizer.lr == 0.1 and cfg.optim.optimizer.nesterov and cfg.data.batch_size == 128
+
+
+def test_cpu_quick_preset() -> None:
+    cfg = compose_cfg(["experiment=cpu_quick"])
+    validate(cfg)
+    assert cfg.model.arch == "resnet20" and cfg.data.variant == "subset" and cfg.trainer.max_epochs <= 20
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("noise.sigma=-0.1", "noise.sigma=-0.1"),
+        ("noise.sigma=abc", "noise.sigma='abc'"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("data.batch_size=-4", "data.batch_size=-4"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+        ("model.arch=resnet99", "model.arch='resnet99'"),
+        ("noise.name=speckle", "speckle"),
+        ("logger.name=mlflow", "logger.name='mlflow'"),
+        ("seed=-1", "seed=-1"),
+        ("data.val_size=1.5", "data.val_size=1.5"),
+        ("trainer.precision=fp8", "trainer.precision='fp8'"),
+        ("noise=poisson noise.ppp=0", "noise.ppp=0"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    cfg = compose_cfg(override.split())
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+
+
+def test_batch_size_must_split_over_devices() -> None:
+    cfg = compose_cfg(["trainer.devices=3", "data.batch_size=128"])
+    with pytest.raises(ConfigError, match="divisible"):
+        validate(cfg)
+
+
+def test_validate_accepts_plain_containers() -> None:
+    validate(OmegaConf.to_container(compose_cfg(TINY), resolve=True))
+
+
+def test_cli_errors_are_one_line_and_fail_fast(tmp_path) -> None:
+    bad = run_cli([*TINY, "noise.sigma=-0.1"], tmp_path, timeout=120)
+    assert bad.returncode == 2
+    assert "noise.sigma=-0.1 is not allowed" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    unknown = run_cli(["strategy=nope"], tmp_path, timeout=120)
+    assert unknown.returncode != 0
+    assert "strategy/nope" in unknown.stderr and "vanilla" in unknown.stderr
