@@ -10,7 +10,9 @@ import pytest
 # --------------------------------------------------------------------------- data (ssd/data)
 
 
-def write_cifar_like_npz(path: Path, n_train: int = 60, n_test: int = 20, num_classes: int = 10, seed: int = 0) -> Path:
+def write_cifar_like_npz(
+    path: Path, n_train: int = 60, n_test: int = 20, num_classes: int = 10, seed: int = 0
+) -> Path:
     """A CIFAR-shaped array file: uint8 (N, 32, 32, 3) images, int64 labels in 0..num_classes-1."""
     rng = np.random.default_rng(seed)
     np.savez(
@@ -32,4 +34,3 @@ def tiny_npz(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     return write_cifar_like_npz(root / "cifar10.npz")
-

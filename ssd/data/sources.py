@@ -143,7 +143,10 @@ def decode_mosaic(path: Path, tile: int = 32, columns: int = MOSAIC_COLUMNS) -> 
 
 
 def _mosaic_files(folder: Path, split: str) -> list[Path]:
-    """``<split>.webp`` or ``<split>_1.webp .. <split>_K.webp`` in numeric order."""
+    """``<split>.webp`` or ``<split>_1.webp .. <split>_K.webp`` in numeric order.
+
+    Every file but the last must be full (whole rows); the last may end in padding tiles.
+    """
     single = folder / f"{split}.webp"
     if single.is_file():
         return [single]
@@ -246,42 +249,50 @@ def load_cifar_arrays(
         if not _exists(kind, path):
             continue
         try:
-            arrays = validate_arrays(read(), num_classes, str(path))
-        except Exception as e:  # checksum failure, truncated file, bad arrays: say why, try the next
-            if kind == "array file":
-                raise  # a file the user put there on purpose: a clear error beats a silent fallback
-            log.warning("skipping %s %s: %s", kind, path, e)
-            skipped.append(f"{path} ({type(e).__name__}: {e})")
+            try:
+                raw = read()
+            except Exception as e:
+                raise ValueError(f"{path}: unreadable {kind} ({type(e).__name__}: {e})") from e
+            arrays = validate_arrays(raw, num_classes, str(path))
+        except ValueError as e:  # checksum failure, truncated file, bad arrays: say why, try the next
+            if kind == "array file":  # put there on purpose: a clear error beats a silent fallback
+                raise
+            log.warning("skipping %s: %s", kind, e)
+            skipped.append(str(e))
             continue
         if kind == "mosaic folder" and cache is not None:
             _write_cache(arrays, cache / f"{path.name}.npz")
         return arrays, _describe(name, kind, path, arrays)
 
-    if download and variant != "subset":
-        log.info("no local %s under %s; downloading with torchvision", name, root)
-        from torchvision.datasets import CIFAR10, CIFAR100
-
-        cls = CIFAR10 if name == "cifar10" else CIFAR100
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-        arrays = validate_arrays(_read_torchvision(name, root), num_classes, str(root / CIFAR_TV_DIRS[name]))
-        return arrays, _describe(name, "torchvision download", root / CIFAR_TV_DIRS[name], arrays)
-
     looked = "\n".join(f"  - {kind}: {path}" for kind, path, _ in candidates)
     broken = "".join(f"\n  (unusable: {s})" for s in skipped)
-    why_no_download = (
-        " (variant=subset cannot be downloaded)"
-        if variant == "subset"
-        else ""
-        if download
-        else " (data.download=false)"
-    )
-    raise FileNotFoundError(
-        f"No {name} data found under data.root={root} (variant={variant}){why_no_download}. Looked for:\n"
+    if variant == "subset":
+        why = " (variant=subset cannot be downloaded)"
+    else:
+        why = "" if download else " (data.download=false)"
+    message = (
+        f"No {name} data found under data.root={root} (variant={variant}){why}. Looked for:\n"
         f"{looked}{broken}\n"
         f"Fix: point data.root or the {ENV_VAR} environment variable at a folder holding one of these "
         f"(e.g. {ENV_VAR}=/path/to/shared/data), or set data.download=true on a machine with internet."
     )
+    if not download or variant == "subset":
+        raise FileNotFoundError(message)
+    log.info("no local %s under %s; downloading with torchvision", name, root)
+    try:
+        _download(name, root)
+        arrays = validate_arrays(_read_torchvision(name, root), num_classes, str(root / CIFAR_TV_DIRS[name]))
+    except Exception as e:  # offline machine, read-only root, ...: keep the one clear message
+        raise FileNotFoundError(f"{message}\nThe torchvision download failed: {type(e).__name__}: {e}") from e
+    return arrays, _describe(name, "torchvision download", root / CIFAR_TV_DIRS[name], arrays)
+
+
+def _download(name: str, root: Path) -> None:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
 
 
 def _describe(name: str, kind: str, path: Path, arrays: Arrays) -> str:
