@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import netrc
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from ssd.dist import is_launch_rank_zero
 
 
 def wandb_mode() -> str:
@@ -44,9 +47,7 @@ def _wandb_run_id(stage_dir: Path) -> str:
     path = stage_dir / "wandb_id.txt"
     if path.exists():
         return path.read_text().strip()
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = uuid.uuid4().hex[:16]  # W&B accepts any [a-z0-9] id; its own generator moved between versions
     stage_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id)
     return run_id
@@ -68,8 +69,8 @@ def build_logger(cfg: Mapping[str, Any], stage: str, stage_dir: Path, group: str
         entity=log_cfg.get("entity"),
         group=log_cfg.get("group") or group,
         job_type=stage,
-        name=f"{group}/{stage}",
-        id=_wandb_run_id(stage_dir),
+        name=f"{stage_dir.parent.name}/{stage}",  # the job folder (a sweep job: its overrides) and the stage
+        id=_wandb_run_id(stage_dir) if is_launch_rank_zero() else None,  # only rank 0 has a W&B run
         resume="allow",
         save_dir=str(stage_dir),
         tags=list(log_cfg.get("tags") or []),
@@ -89,7 +90,25 @@ def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
 @rank_zero_only
 def log_images(logger: Logger | None, key: str, images: Any, caption: str | None = None) -> None:
     """Log an image grid (a [3,H,W] tensor in [0,1]) to W&B or TensorBoard; other loggers skip it."""
-    if isinstance(logger, WandbLogger):
-        logger.log_image(key=key, images=[images], caption=[caption] if caption else None)
+    if isinstance(logger, WandbLogger):  # as uint8 HWC: W&B stores float tensors unscaled (an all-black image)
+        pixels = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        logger.log_image(key=key, images=[pixels], caption=[caption] if caption else None)
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, images)
+
+
+def supports_media(logger: Logger | None) -> bool:
+    """Whether ``logger`` takes images (W&B, TensorBoard)."""
+    return isinstance(logger, WandbLogger | TensorBoardLogger)
+
+
+@rank_zero_only
+def log_curve(logger: Logger | None, key: str, level_name: str, points: list[tuple[float, float]]) -> None:
+    """A robustness curve (noise level, accuracy) as a W&B table with a line plot; other loggers
+    already have it as the scalars ``curve/<level>``."""
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    table = wandb.Table(columns=[level_name, "accuracy"], data=[[level, acc] for level, acc in points])
+    logger.experiment.log({f"{key}_table": table, key: wandb.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}")})

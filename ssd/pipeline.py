@@ -25,11 +25,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
 from ssd.cache import StageCache, sha256_file
+from ssd.config import ConfigError
 from ssd.dist import is_launch_rank_zero, wait_for_json
 from ssd.paths import conf_dir
 from ssd.results import package_versions, read_complete_results, read_json, write_json_atomic
@@ -40,15 +42,22 @@ log = logging.getLogger(__name__)
 # config keys that decide what a trained stage is (launch details like devices do not)
 KEY_TRAINER_FIELDS = ("max_epochs", "precision", "gradient_clip_val", "limit_train_batches")
 KEY_DATA_IGNORED = ("eval_batch_size", "channels_last", "cache_dir", "root", "download", "num_workers", "limit_test")
+# image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
+IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
 
 
 def launch_id() -> str:
     """Identifies this launch of a run across its DDP ranks (children inherit the variable)."""
     if "SSD_LAUNCH_ID" not in os.environ:
         slurm = os.environ.get("SLURM_JOB_ID")
-        os.environ["SSD_LAUNCH_ID"] = (
-            f"slurm-{slurm}-{os.environ.get('SLURM_RESTART_COUNT', '0')}" if slurm else uuid.uuid4().hex
-        )
+        elastic = os.environ.get("TORCHELASTIC_RUN_ID")  # torchrun: unique with --standalone or --rdzv-id
+        if slurm:
+            os.environ["SSD_LAUNCH_ID"] = f"slurm-{slurm}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+        elif elastic:
+            where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            os.environ["SSD_LAUNCH_ID"] = f"torchrun-{elastic}-{where}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        else:
+            os.environ["SSD_LAUNCH_ID"] = uuid.uuid4().hex
     return os.environ["SSD_LAUNCH_ID"]
 
 
@@ -63,9 +72,13 @@ def data_info(datamodule: L.LightningDataModule) -> dict[str, Any]:
 
 def build_datamodule(cfg: Mapping[str, Any]) -> tuple[L.LightningDataModule, dict[str, Any]]:
     """Instantiate ``cfg.data`` and read the facts models need (classes, mean/std)."""
-    datamodule = instantiate(cfg["data"])
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    try:
+        datamodule = instantiate(cfg["data"])
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except (InstantiationException, ValueError, FileNotFoundError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        raise ConfigError(f"data={cfg['data'].get('name')}: {cause}") from err
     return datamodule, data_info(datamodule)
 
 
@@ -96,6 +109,7 @@ def stage_key(cfg: Mapping[str, Any], required_keys: Mapping[str, str]) -> str:
         "requires": dict(required_keys),
         "versions": {k: versions[k] for k in ("ssd", "torch", "lightning")},
     }
+    payload.update({section: cfg[section] for section in cls.config_sections})  # e.g. the denoiser network
     blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -138,7 +152,7 @@ class Pipeline:
             write_json_atomic(plan_path, plan)
             return plan
         while True:
-            plan = wait_for_json(plan_path)
+            plan = wait_for_json(plan_path, timeout_s=self.cache.lock_timeout_s)  # as long as rank 0 may wait for a stage lock
             if plan.get("launch") == self.launch:
                 return plan
             time.sleep(0.2)  # a plan left by an earlier launch of this run folder
@@ -183,6 +197,9 @@ class Pipeline:
                 net_path = Path(plan["net"])
                 load_net_weights(module.net, net_path)
                 record.update((read_json(stage_dir / "stage.json") or {}) if plan["source"] == "run" else plan.get("cached") or {})
+                metrics = record.get("metrics") or {}  # the same accuracy fields as a freshly trained stage
+                record.setdefault("test_acc", metrics.get("test/acc"))
+                record.setdefault("clean_acc", metrics.get("test/acc_clean"))
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()
@@ -197,11 +214,12 @@ class Pipeline:
         self.datamodule, self.info = build_datamodule(cfg)
         frozen, records = self.required(cfg, self.run_dir)
         main_dir = self.run_dir / "main"
-        module, main = train_stage(cfg, "main", main_dir, self.datamodule, self.info, frozen, self.group)
+        job_type = "student" if "teacher" in records else "main"  # W&B job type next to the teacher stage's
+        module, main = train_stage(cfg, job_type, main_dir, self.datamodule, self.info, frozen, self.group)
         main_key = stage_key(cfg, {r: rec["key"] for r, rec in records.items()})
         if is_launch_rank_zero():
             torch.save(module.net.state_dict(), main_dir / "net.pt")
-            if not strategy_class(cfg).required_roles(cfg):  # a plain classifier: later pipelines may reuse it as a stage
+            if not strategy_class(cfg).required_roles(cfg) and not cfg.get("init_from"):  # a plain classifier trained here: later pipelines may reuse it as a stage
                 name = f"teacher-{cfg['strategy']['name']}-{main_key}"
                 if self.cache.lookup(name) is None:
                     with self.cache.lock(name):
@@ -217,6 +235,7 @@ class Pipeline:
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
             "robustness": main["robustness"],
+            **{k: main["metrics"][f"test/{k}"] for k in IMAGE_METRICS if f"test/{k}" in main["metrics"]},
             "wall_time_s": time.perf_counter() - start,
             "train_images_per_s": main["train_images_per_s"],
             "stages": {**records, "main": {**main, "key": main_key, "net": str(main_dir / "net.pt")}},

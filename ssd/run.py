@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssd.config import ConfigError, validate
 from ssd.dist import is_launch_rank_zero
+from ssd.launch import distributed_job
 
 log = logging.getLogger("ssd")
 
@@ -67,12 +68,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the noisy test accuracy (for Hydra sweepers)."""
     try:
-        results = train(cfg)
+        validate(cfg)  # before any other rank is started
+        run_dir, group = run_dir_and_group()
+        with distributed_job(cfg, run_dir):  # ssd.launch: this job's own DDP group, when it asks for one
+            results = train(cfg, run_dir, group)
     except ConfigError as err:
         print(f"ssd: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except FileNotFoundError as err:
-        print(f"ssd: {err}", file=sys.stderr)
         sys.exit(2)
     return results.get("test_acc")
 

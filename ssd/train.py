@@ -19,7 +19,7 @@ from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from torch import nn
 
-from ssd.callbacks import TrainThroughput
+from ssd.callbacks import EpochSamples, EpochSeed, EvaluationMedia, FailAtEpoch, TrainThroughput
 from ssd.loggers import build_logger, finish_logger
 from ssd.strategies.base import NoisyImageModule
 
@@ -68,6 +68,9 @@ def build_module(cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: M
     if cfg["trainer"].get("channels_last"):
         module = module.to(memory_format=torch.channels_last)
     if cfg["trainer"].get("compile"):
+        # Feature taps are forward hooks added after compiling. Without hook guards dynamo reuses a graph
+        # traced without them (e.g. the teacher stage's, same class) and the taps record nothing.
+        torch._dynamo.config.skip_nnmodule_hook_guards = False
         module.net = torch.compile(module.net)
     return module
 
@@ -83,16 +86,27 @@ def build_trainer(cfg: Mapping[str, Any], stage_dir: Path, logger: Any, extra_ca
     """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks."""
     trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in SSD_TRAINER_KEYS}
     has_val = bool(cfg["data"].get("val_size", 0))
-    checkpoint = ModelCheckpoint(
+    # last.ckpt after EVERY epoch (what a re-run resumes from): Lightning's save_last only
+    # refreshes it in epochs that also save a top-k checkpoint, i.e. never without validation
+    last = ModelCheckpoint(
         dirpath=str(stage_dir / "checkpoints"),
-        filename="best",
-        monitor="val/acc" if has_val else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1 if has_val else 0,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [checkpoint, *extra_callbacks]
+    callbacks: list[L.Callback] = [last, *extra_callbacks]
+    if has_val:
+        best = ModelCheckpoint(
+            dirpath=str(stage_dir / "checkpoints"),
+            filename="best",
+            monitor=strategy_class(cfg).monitor,
+            mode="max",
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+        callbacks.insert(0, best)
     if cfg["trainer"].get("enable_progress_bar", True):
         callbacks.append(_progress_bar())
     if logger is not None:
@@ -123,9 +137,16 @@ def train_stage(
     stage_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     module = build_module(cfg, data_info, frozen)
+    is_main = stage_dir.name == "main"  # the run's own stage (its W&B job type may say "student")
+    if is_main and cfg.get("init_from"):
+        from ssd.pipeline import load_net_weights  # (ssd.pipeline imports this module)
+
+        load_net_weights(module.net, cfg["init_from"])
+        log.info("stage %s: network initialised from %s", stage, cfg["init_from"])
     logger = build_logger(cfg, stage, stage_dir, group)
-    throughput = TrainThroughput()
-    trainer = build_trainer(cfg, stage_dir, logger, [throughput])
+    throughput, samples = TrainThroughput(), EpochSamples()
+    extra = [throughput, samples, EpochSeed(int(cfg["seed"])), EvaluationMedia(), *FailAtEpoch.from_env()]
+    trainer = build_trainer(cfg, stage_dir, logger, extra)
     last = stage_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.get("resume", True) and last.exists() else None
     if resume_from:
@@ -133,7 +154,12 @@ def train_stage(
     exit_code = 1
     try:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if is_main and cfg.get("eval_only"):
+            log.info("stage %s: eval_only: evaluating %s without training", stage, cfg.get("init_from"))
+        elif strategy_class(cfg).trains(cfg):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        else:
+            log.info("stage %s: %s trains nothing here; evaluation only", stage, cfg["strategy"]["name"])
         fit_seconds = time.perf_counter() - start
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
         exit_code = 0
@@ -150,6 +176,8 @@ def train_stage(
         "epochs": int(trainer.current_epoch),
         "fit_seconds": fit_seconds,
         "train_images_per_s": throughput.images_per_second,
+        "world_size": int(trainer.world_size),
+        "train_samples_per_epoch": samples.last_epoch_total,  # all ranks together, last epoch trained here
         "checkpoints": {"last": str(last), "best": str(stage_dir / "checkpoints" / "best.ckpt")},
         "resumed_from": resume_from,
     }

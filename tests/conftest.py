@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,17 @@ def tiny_npz(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     return write_cifar_like_npz(root / "cifar10.npz")
+
+
+# --------------------------------------------------------------------------- sweeps, DDP, resuming (ssd/launch.py, ssd/report.py)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test (tiny models; see tests.helpers.ONE_THREAD), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

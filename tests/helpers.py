@@ -28,6 +28,13 @@ TINY = [
     "noise.sigma=0.1",
 ]
 
+#: a little more data than TINY and one epoch: sweeps, DDP and resume tests of many runs
+SMALL = [*TINY, "data.train=64", "data.test=32", "data.val_size=0", "data.batch_size=16", "trainer.max_epochs=1", "noise.eval_levels=[0,0.3]"]
+
+#: environment for subprocess runs of tiny models: one OpenMP thread. On a shared 2-core machine two
+#: spinning OpenMP threads per process make tiny runs several times slower, not faster.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
 
 def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None, return_hydra: bool = False) -> DictConfig:
     """The real config with ``overrides``, as ``python -m ssd.run`` would compose it."""

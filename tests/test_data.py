@@ -498,16 +498,23 @@ def test_real_imagenette_mini_scan() -> None:
     assert dm.num_classes == 10 and dm.split_sizes == {"train": 540, "val": 60, "test": 250}
 
 
-def test_augmentation_stream_survives_checkpoint() -> None:
-    dm = SyntheticDataModule(train=64, test=8, batch_size=16, val_size=0)
-    dm.setup("fit")
-    dm.trainer = fake_trainer(training=True)
-    batch = next(iter(dm.test_dataloader()))
-    dm.on_after_batch_transfer(batch, 0)
-    state = dm.state_dict()
-    expected, _, _ = dm.on_after_batch_transfer(batch, 0)
-    resumed = SyntheticDataModule(train=64, test=8, batch_size=16, val_size=0)
-    resumed.load_state_dict(state)
-    resumed.trainer = fake_trainer(training=True)
-    got, _, _ = resumed.on_after_batch_transfer(batch, 0)
-    assert torch.equal(got, expected)
+def test_augmentation_stream_is_a_function_of_seed_rank_and_epoch() -> None:
+    """A run resumed at epoch k augments exactly as an uninterrupted one (nothing to checkpoint)."""
+
+    def first_batch_of_epoch(epoch: int, warmup_epochs: int = 0, rank: int = 0) -> torch.Tensor:
+        dm = SyntheticDataModule(train=64, test=8, batch_size=16, val_size=0)
+        dm.setup("fit")
+        batch = next(iter(dm.test_dataloader()))
+        trainer = SimpleNamespace(world_size=2, global_rank=rank, training=True, current_epoch=0)
+        dm.trainer = trainer
+        for e in range(warmup_epochs):  # epochs that an uninterrupted run went through
+            trainer.current_epoch = e
+            dm.on_after_batch_transfer(batch, 0)
+            dm.on_after_batch_transfer(batch, 0)
+        trainer.current_epoch = epoch
+        return dm.on_after_batch_transfer(batch, 0)[0]
+
+    uninterrupted = first_batch_of_epoch(2, warmup_epochs=2)
+    assert torch.equal(first_batch_of_epoch(2), uninterrupted)
+    assert not torch.equal(first_batch_of_epoch(1), uninterrupted)
+    assert not torch.equal(first_batch_of_epoch(2, rank=1), uninterrupted)

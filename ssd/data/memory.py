@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -51,6 +50,8 @@ class BatchTensorDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.int64)
+        if self.x.device.type == "cuda":  # a GPU-resident split: only the indices travel, pinned (no stream sync)
+            idx = idx.pin_memory().to(self.x.device, non_blocking=True)
         return self.x[idx], self.y[idx], idx
 
 
@@ -122,6 +123,8 @@ class InMemoryDataModule(L.LightningDataModule):
         augment: random crop (``padding``, zeros) + horizontal flip (``flip``) when training.
         channels_last: return ``x`` in channels_last memory format.
         limit_train / limit_test: keep only the first N images (tiny runs).
+        device_resident: keep each split on the training device once (batches are gathered there, nothing
+            is copied per step); ``auto``: on CUDA devices.
     """
 
     def __init__(
@@ -140,8 +143,13 @@ class InMemoryDataModule(L.LightningDataModule):
         channels_last: bool = False,
         limit_train: int | None = None,
         limit_test: int | None = None,
+        device_resident: bool | str = "auto",
     ) -> None:
         super().__init__()
+        if device_resident not in ("auto", True, False):
+            raise ValueError(f"data.device_resident={device_resident!r}; expected auto, true or false")
+        self.device_resident = device_resident
+        self._resident: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
         self.name = name
         self._arrays = arrays
         self._num_classes = num_classes
@@ -160,8 +168,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self._source: str | None = None
         self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self._image_size: int | None = None
-        self._generators: dict[str, torch.Generator] = {}
-        self._generator_states: dict[str, Tensor] = {}
+        self._generators: dict[tuple[str, int], torch.Generator] = {}
 
     # ------------------------------------------------------------------ loading
 
@@ -271,8 +278,19 @@ class InMemoryDataModule(L.LightningDataModule):
             return int(trainer.world_size), int(trainer.global_rank)
         return world_and_rank()
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _resident_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """The split where batches are gathered: on the training device if resident there (copied once)."""
         x, y = self.split(split)
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None) if self.device_resident else None
+        if device is None or (self.device_resident == "auto" and device.type != "cuda"):
+            return x, y
+        key = (split, str(device))
+        if key not in self._resident:
+            self._resident[key] = (x.to(device), y.to(device))
+        return self._resident[key]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        x, y = self._resident_split(split)
         world, rank = self._world()
         if train:
             batch = per_device_batch(self.batch_size, world)
@@ -288,6 +306,7 @@ class InMemoryDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        self._generators.clear()  # a new fit (stage) starts its augmentation streams afresh
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -301,35 +320,36 @@ class InMemoryDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ on device
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        """One augmentation stream per device, seeded from (seed, global rank)."""
-        key = str(device)
+        """One augmentation stream per device and training epoch, derived from (seed, global rank, epoch).
+
+        Derived afresh every epoch instead of saved in checkpoints: a run resumed at epoch k draws
+        exactly what an uninterrupted run draws, on every rank (a checkpoint holds rank 0's state only).
+        """
+        epoch = int(getattr(self.trainer, "current_epoch", 0) or 0)
+        key = (str(device), epoch)
         if key not in self._generators:
+            self._generators.clear()
             rank = self._world()[1]
             g = torch.Generator(device=device)
-            g.manual_seed((self.seed * 1_000_003 + 7919 * (rank + 1)) % (2**63))
-            if key in self._generator_states:
-                g.set_state(self._generator_states.pop(key))
+            g.manual_seed(int(np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1))
             self._generators[key] = g
         return self._generators[key]
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        x, y, idx = batch
         training = self.trainer is not None and self.trainer.training
-        if training and self.augment:
-            x = random_crop_flip(x, self.padding, self.flip, generator=self._generator(x.device))
+        return self.device_batch(batch, augment=training and self.augment)
+
+    def device_batch(self, batch: Batch, augment: bool) -> Batch:
+        """A uint8 batch already on its device -> ``(x float [0,1], y, idx)``, crop/flipped if ``augment``."""
+        x, y, idx = batch
+        if augment:
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            x = random_crop_flip(x, self.padding, self.flip, generator=self._generator(x.device), memory_format=fmt)
         else:
             x = to_unit_float(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.long(), idx.long()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Augmentation RNG states, so a resumed run continues the same stream."""
-        return {"aug_generators": {k: g.get_state() for k, g in self._generators.items()}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._generators.clear()
-        self._generator_states = dict(state_dict.get("aug_generators", {}))
 
 
 class CIFARDataModule(InMemoryDataModule):
@@ -360,6 +380,7 @@ class CIFARDataModule(InMemoryDataModule):
         channels_last: bool = False,
         limit_train: int | None = None,
         limit_test: int | None = None,
+        device_resident: bool | str = "auto",
     ) -> None:
         if name not in CIFAR_NUM_CLASSES:
             raise ValueError(f"data.name={name!r}; expected one of {sorted(CIFAR_NUM_CLASSES)}")
@@ -376,6 +397,7 @@ class CIFARDataModule(InMemoryDataModule):
             channels_last=channels_last,
             limit_train=limit_train,
             limit_test=limit_test,
+            device_resident=device_resident,
         )
         self.root, self.variant, self.download, self.cache_dir = root, variant, download, cache_dir
         self._stats = CIFAR_STATS[name]  # the usual constants: known before any data is read
@@ -439,6 +461,7 @@ class SyntheticDataModule(InMemoryDataModule):
         channels_last: bool = False,
         limit_train: int | None = None,
         limit_test: int | None = None,
+        device_resident: bool | str = "auto",
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -453,6 +476,7 @@ class SyntheticDataModule(InMemoryDataModule):
             channels_last=channels_last,
             limit_train=limit_train,
             limit_test=limit_test,
+            device_resident=device_resident,
         )
         self.n_train, self.n_test, self.data_seed = int(train), int(test), int(data_seed)
         self._image_size = int(image_size)

@@ -43,6 +43,11 @@ class NoisyImageModule(L.LightningModule):
     requires: ClassVar[tuple[str, ...]] = ()
     #: whether training sees noisy images (the stage-cache key ignores noise otherwise).
     trains_on_noise: ClassVar[bool] = True
+    #: top-level config sections besides the common ones that determine what this strategy
+    #: trains (added to its stage-cache key), e.g. ``("denoiser",)``.
+    config_sections: ClassVar[tuple[str, ...]] = ()
+    #: the validation metric that picks the ``best`` checkpoint (maximised).
+    monitor: ClassVar[str] = "val/acc"
 
     def __init__(self, cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module] | None = None):
         super().__init__()
@@ -55,6 +60,7 @@ class NoisyImageModule(L.LightningModule):
             net.eval().requires_grad_(False)
         self.net = self.build_net()
         self._train_gen: torch.Generator | None = None
+        self._train_gen_epoch = 0
         self._build_metrics()
 
     # ----------------------------------------------------------------- to override
@@ -62,6 +68,11 @@ class NoisyImageModule(L.LightningModule):
     def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
         """Stages needed for this config (override when they depend on config)."""
         return cls.requires
+
+    @classmethod
+    def trains(cls, cfg: Mapping[str, Any]) -> bool:
+        """Whether this config trains anything (False: the stage is evaluated only, no fit)."""
+        return True
 
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
@@ -86,9 +97,16 @@ class NoisyImageModule(L.LightningModule):
 
     # ----------------------------------------------------------------- helpers
     def add_noise(self, x: Tensor) -> Tensor:
-        """A fresh training-noise draw, from this rank's own stream on the training device."""
-        if self._train_gen is None or self._train_gen.device != x.device:
-            self._train_gen = training_generator(int(self.cfg["seed"]), self.global_rank, x.device)
+        """A fresh training-noise draw, from this rank's own stream on the training device.
+
+        The stream is derived afresh every epoch from (seed, rank, epoch) rather than saved in
+        checkpoints (which hold rank 0's state only), so a resumed run draws the same noise.
+        """
+        epoch = int(self.current_epoch)
+        if self._train_gen is None or self._train_gen.device != x.device or self._train_gen_epoch != epoch:
+            stream = self.global_rank + (epoch << 32)  # distinct for every (rank < 2**32, epoch)
+            self._train_gen = training_generator(int(self.cfg["seed"]), stream, x.device)
+            self._train_gen_epoch = epoch
         return self.noise(x, generator=self._train_gen)
 
     def train(self, mode: bool = True) -> NoisyImageModule:
@@ -102,7 +120,7 @@ class NoisyImageModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y, _ = batch
         loss, logits, extra = self.training_loss(x, y)
-        self.train_acc(logits.detach(), y)
+        self.train_acc.update(logits.detach(), y)  # update only: forward() would also compute a per-batch value
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         for name, value in extra.items():
@@ -110,10 +128,15 @@ class NoisyImageModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.cfg["optim"], self.param_groups())
+        optim_cfg = self.optim_config()
+        optimizer = build_optimizer(optim_cfg, self.param_groups())
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.cfg["optim"]["scheduler"], total, per_epoch)}
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, optim_cfg["scheduler"], total, per_epoch)}
+
+    def optim_config(self) -> Mapping[str, Any]:
+        """``strategy.optim`` when a strategy config sets one (e.g. Adam for a denoiser), else the run's ``optim``."""
+        return self.cfg["strategy"].get("optim") or self.cfg["optim"]
 
     def param_groups(self) -> list[Any]:
         """Optimizer parameter groups; strategies with several lrs override this."""
@@ -122,7 +145,9 @@ class NoisyImageModule(L.LightningModule):
     # ----------------------------------------------------------------- evaluation
     def _build_metrics(self) -> None:
         n = int(self.data_info["num_classes"])
-        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        # no per-step argument checks: they call torch.unique and read its length on the host (a device
+        # sync every training step); labels are checked once when the data is loaded
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         levels = [float(v) for v in self.cfg["noise"].get("eval_levels", [])]
         curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in levels}

@@ -1,0 +1,276 @@
+"""Feature distillation from a frozen teacher: ``student_teacher`` (STL) and ``self_distill`` (SSD).
+
+One class serves both; they differ only in config (``conf/strategy/*.yaml``): which
+strategy trains the teacher stage (``clean`` for STL, ``vanilla`` at the run's noise for
+SSD) and which image the teacher sees (``teacher_input``):
+
+* ``clean``: the clean image ``x`` (STL),
+* ``same``: the student's own noisy image ``x~`` (SSD as usually read),
+* ``independent``: a second, independent noise draw of the same clean image.
+
+The student loss is ``CE(S(x~), y) + lambda * sum_l w_l * loss(F_l(S, x~), sg F_l(T, x_t))``
+(+ an optional logit term, see ``ssd.strategies.losses``). Features come from forward hooks
+(``ssd.models.FeatureTaps``) in the same pass that gives the logits. The teacher is frozen:
+no gradients, eval-mode BatchNorm (``NoisyImageModule.train``), not in the optimizer, run
+under ``torch.no_grad`` inside the training step's autocast, i.e. in the training precision
+(``inference_mode`` tensors could not be saved for the student's backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssd.config.validate import ConfigError, require, require_choice, require_number
+from ssd.models import ARCHITECTURES, FeatureTaps, resolve_taps, tap_shapes
+from ssd.strategies.base import NoisyImageModule
+from ssd.strategies.losses import FEATURE_LOSSES, DistillationLoss
+
+TEACHER_INPUTS = ("clean", "same", "independent")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    return getattr(net, "_orig_mod", net)  # a torch.compile wrapper
+
+
+def match_taps(
+    student: Mapping[str, tuple[int, ...]], teacher: Mapping[str, tuple[int, ...]], adapter: bool
+) -> dict[str, tuple[int, int]]:
+    """Check per-sample tap shapes; return ``{tap: (student_channels, teacher_channels)}`` needing a 1x1 adapter.
+
+    Equal shapes need nothing. A channel mismatch needs ``adapter=True``; a spatial
+    mismatch is never fixed (1x1 convolutions do not resize).
+    """
+    needed: dict[str, tuple[int, int]] = {}
+    for name, s in student.items():
+        t = teacher[name]
+        if s == t:
+            continue
+        if len(s) != len(t) or s[1:] != t[1:]:
+            raise ConfigError(
+                f"strategy.taps: tap {name!r} has student shape {s} but teacher shape {t}; only channels can be adapted"
+            )
+        if not adapter:
+            raise ConfigError(
+                f"strategy.adapter=False is not allowed: tap {name!r} has {s[0]} student channels but {t[0]} "
+                "teacher channels; set strategy.adapter=true (learned 1x1 adapters) or use teacher and student of the same width"
+            )
+        needed[name] = (s[0], t[0])
+    return needed
+
+
+class FeatureDistillation(NoisyImageModule):
+    """Student ``self.net`` trained on noisy images to match a frozen teacher's features."""
+
+    requires: ClassVar[tuple[str, ...]] = ("teacher",)
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        data_info: Mapping[str, Any],
+        frozen: Mapping[str, nn.Module] | None = None,
+    ):
+        super().__init__(cfg, data_info, frozen)
+        if "teacher" not in self.frozen:
+            raise ValueError(
+                f"{type(self).__name__} needs frozen['teacher'] (ssd.pipeline trains or loads it)"
+            )
+        scfg = cfg["strategy"]
+        self.teacher_input = str(scfg["teacher_input"])
+        teacher = _unwrapped(self.teacher)
+        self.tap_names = resolve_taps(scfg.get("taps", "all"), self.net.taps)
+        resolve_taps(self.tap_names, teacher.taps)  # the teacher must have them too
+        image = (len(data_info["mean"]), int(data_info["image_size"]), int(data_info["image_size"]))
+        needed = match_taps(
+            tap_shapes(self.net, self.tap_names, image),
+            tap_shapes(teacher, self.tap_names, image),
+            bool(scfg.get("adapter", False)),
+        )
+        #: learned 1x1 convolutions student -> teacher channels, only for taps whose widths differ
+        self.adapters = nn.ModuleDict(
+            {name: nn.Conv2d(cs, ct, kernel_size=1, bias=False) for name, (cs, ct) in needed.items()}
+        )
+        if scfg.get("init_from_teacher", False):
+            try:
+                self.net.load_state_dict(teacher.state_dict())
+            except RuntimeError as err:
+                raise ConfigError(
+                    f"strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student ({err})"
+                ) from None
+        kd = scfg.get("logit_kd") or {}
+        self.distill_loss = DistillationLoss(
+            self.tap_names,
+            feature_loss=scfg.get("feature_loss", "mse"),
+            weight=float(scfg.get("lambda", 0.1)),
+            tap_weights=scfg.get("tap_weights"),
+            kd_weight=float(kd.get("weight", 0.0)),
+            kd_temperature=float(kd.get("temperature", 4.0)),
+        )
+        self._student_taps: FeatureTaps | None = None
+        self._teacher_taps: FeatureTaps | None = None
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self.frozen["teacher"]
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        """Everything that can be wrong with a distillation config, before any stage trains."""
+        from ssd.paths import conf_dir
+        from ssd.pipeline import stage_config
+
+        scfg = cfg["strategy"]
+        teacher = scfg.get("teacher")
+        require(
+            isinstance(teacher, Mapping),
+            "strategy.teacher",
+            teacher,
+            "must be a section with keys strategy, ckpt, overrides",
+        )
+        available = sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
+        require(
+            teacher.get("strategy") in available,
+            "strategy.teacher.strategy",
+            teacher.get("strategy"),
+            f"must name a config in conf/strategy: {', '.join(available)}",
+        )
+        ckpt = teacher.get("ckpt")
+        require(
+            ckpt is None or Path(str(ckpt)).is_file(),
+            "strategy.teacher.ckpt",
+            ckpt,
+            "must be null or an existing net.pt / Lightning .ckpt file",
+        )
+        overrides = teacher.get("overrides")
+        require(
+            overrides is None or isinstance(overrides, Mapping),
+            "strategy.teacher.overrides",
+            overrides,
+            "must be null or a mapping merged into the teacher stage's config",
+        )
+        require_choice(cfg, "strategy.teacher_input", TEACHER_INPUTS)
+        require_number(cfg, "strategy.lambda", low=0)
+        require_choice(cfg, "strategy.feature_loss", FEATURE_LOSSES)
+        require_number(cfg, "strategy.logit_kd.weight", low=0)
+        temperature = cfg["strategy"]["logit_kd"]["temperature"]
+        require(
+            _is_number(temperature) and temperature > 0,
+            "strategy.logit_kd.temperature",
+            temperature,
+            "must be a number > 0",
+        )
+        kd_weight = cfg["strategy"]["logit_kd"]["weight"]
+        for flag in ("adapter", "init_from_teacher"):
+            require(
+                isinstance(scfg.get(flag, False), bool),
+                f"strategy.{flag}",
+                scfg.get(flag),
+                "must be true or false",
+            )
+
+        teacher_cfg = stage_config(cfg, teacher)  # its own values are checked by ssd.config.validate
+        student_arch, teacher_arch = cfg["model"]["arch"], teacher_cfg["model"]["arch"]
+        taps = scfg.get("taps", "all")
+        require(
+            isinstance(taps, str) or (isinstance(taps, list) and all(isinstance(t, str) for t in taps)),
+            "strategy.taps",
+            taps,
+            "must be 'all', a tap name or a list of tap names",
+        )
+        try:
+            names = resolve_taps(taps, ARCHITECTURES[student_arch].taps)
+            resolve_taps(names, ARCHITECTURES[teacher_arch].taps)
+        except ValueError as err:
+            raise ConfigError(
+                f"strategy.taps={taps!r} is not allowed (student {student_arch}, teacher {teacher_arch}): {err}"
+            ) from None
+        require(
+            bool(names) or kd_weight > 0,
+            "strategy.taps",
+            taps,
+            "must name at least one tap unless strategy.logit_kd.weight > 0",
+        )
+        tap_weights = scfg.get("tap_weights")
+        require(
+            tap_weights is None
+            or (
+                isinstance(tap_weights, Mapping)
+                and all(k in names and _is_number(v) and v >= 0 for k, v in tap_weights.items())
+            ),
+            "strategy.tap_weights",
+            tap_weights,
+            f"must be null or a mapping from distilled taps ({', '.join(names)}) to numbers >= 0",
+        )
+        if scfg.get("init_from_teacher", False):
+            require(
+                student_arch == teacher_arch,
+                "strategy.init_from_teacher",
+                True,
+                f"needs teacher and student of one architecture (student {student_arch}, teacher {teacher_arch})",
+            )
+        if student_arch != teacher_arch and names:
+            size = int(cfg["data"].get("image_size", 32))
+            shapes = [
+                tap_shapes(ARCHITECTURES[a].build(10), names, (3, size, size), ARCHITECTURES[a].taps)
+                for a in (student_arch, teacher_arch)
+            ]
+            match_taps(shapes[0], shapes[1], bool(scfg.get("adapter", False)))
+
+    # ------------------------------------------------------------------ training
+    def _feature_taps(self) -> tuple[FeatureTaps, FeatureTaps]:
+        """Hooks on student and teacher, installed on first use (so a spawned copy installs its own)."""
+        if self._student_taps is None or self._teacher_taps is None:
+            self._student_taps = FeatureTaps(self.net, self.tap_names)
+            self._teacher_taps = FeatureTaps(self.teacher, self.tap_names)
+            self._student_taps.disable()
+            self._teacher_taps.disable()
+        return self._student_taps, self._teacher_taps
+
+    def teardown(self, stage: str) -> None:
+        """Remove the hooks after fit/test; a later training step puts them back."""
+        for taps in (self._student_taps, self._teacher_taps):
+            if taps is not None:
+                taps.remove()
+        self._student_taps = self._teacher_taps = None
+
+    @staticmethod
+    def _forward(net: nn.Module, taps: FeatureTaps, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and tapped features of one forward pass (taps record only here)."""
+        taps.enable()
+        try:
+            logits = net(x)
+            return logits, taps.pop() if taps.names else {}
+        finally:
+            taps.disable()
+
+    def teacher_view(self, x: Tensor, x_noisy: Tensor) -> Tensor:
+        """The image the teacher sees for clean ``x`` whose student view is ``x_noisy``."""
+        if self.teacher_input == "clean":
+            return x
+        if self.teacher_input == "same":
+            return x_noisy
+        return self.add_noise(x)  # independent: the next draw of this rank's training-noise stream
+
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        student_taps, teacher_taps = self._feature_taps()
+        x_noisy = self.add_noise(x)
+        x_teacher = self.teacher_view(x, x_noisy)
+        with torch.no_grad():
+            teacher_logits, teacher_features = self._forward(self.teacher, teacher_taps, x_teacher)
+        logits, student_features = self._forward(self.net, student_taps, x_noisy)
+        student_features = {
+            k: self.adapters[k](v) if k in self.adapters else v for k, v in student_features.items()
+        }
+        distill, terms = self.distill_loss(student_features, teacher_features, logits, teacher_logits)
+        ce = F.cross_entropy(logits, y)
+        return ce + distill, logits, {"ce": ce.detach(), **terms}

@@ -1,0 +1,248 @@
+"""Tests for ssd.bench (the throughput benchmark) and for the fast data path it defends.
+
+The fast path (uint8 batches cropped/flipped on the device) must give exactly the images the
+ordinary torchvision path would give for the same source images, so switching to it changes no
+strategy's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision.transforms import ToTensor, v2
+from torchvision.transforms.v2 import functional as TF
+
+from ssd import bench
+from ssd.data import InMemoryDataModule, SyntheticDataModule, random_crop_flip, to_unit_float
+from ssd.paths import conf_dir
+from tests.helpers import TINY, compose_cfg
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_bench_runs_end_to_end_and_writes_sane_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    tiny = [
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--num-classes",
+        "4",
+        "--precision",
+        "32-true",
+        "--threads",
+        "1",
+    ]
+    timing = [
+        "--repeats",
+        "2",
+        "--min-repeats",
+        "2",
+        "--min-steps",
+        "1",
+        "--max-steps",
+        "2",
+        "--min-window-s",
+        "0",
+        "--data-noise-batches",
+        "2",
+    ]
+    report = bench.main(
+        [
+            *tiny,
+            *timing,
+            "--channels-last",
+            "false",
+            "--strategies",
+            "vanilla,self_distill",
+            "--out",
+            str(out),
+        ]
+    )
+
+    written = json.loads(out.read_text())
+    assert written["rows"] == json.loads(json.dumps(report["rows"]))
+    assert written["resolved"] == {
+        **written["resolved"],
+        "device": "cpu",
+        "precision": "32-true",
+        "channels_last": False,
+    }
+    assert {"device", "torch", "lightning", "date"} <= set(written["machine"])
+    rows = {r["name"]: r for r in written["rows"]}
+    assert list(rows) == ["raw", "vanilla", "self_distill"]
+    assert rows["self_distill"]["frozen"] == {"teacher": "vanilla"}
+    for r in rows.values():
+        assert r["error"] is None
+        assert r["repeats"] == 2 and all(1 <= s <= 2 for s in r["steps"])
+        assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+        assert math.isclose(r["step_ms"], 1000 * 8 / r["images_per_s"])
+        assert 0 < r["vs_raw"] < 100 and 0 < r["vs_vanilla"] < 100
+        assert 0 < r["data_noise_share"] < 1
+    assert rows["raw"]["vs_raw"] == 1.0 and rows["vanilla"]["vs_vanilla"] == 1.0
+    targets = written["targets"]
+    assert targets["vanilla_vs_raw"]["value"] == rows["vanilla"]["vs_raw"]
+    assert targets["data_noise_share"]["value"] == rows["vanilla"]["data_noise_share"]
+    student = targets["student_step_vs_vanilla"]["self_distill"]
+    assert math.isclose(student["value"], 1 / rows["self_distill"]["vs_vanilla"])
+    assert student["met"] == (student["value"] <= bench.TARGET_STUDENT_STEP)
+    table = bench.format_table(written)
+    assert "raw PyTorch loop" in table and "self_distill" in table and "targets:" in table
+
+
+def test_every_strategy_config_is_benchmarked_vanilla_first() -> None:
+    names = bench.discover_strategies()
+    assert sorted(names) == sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
+    assert names[:2] == ["vanilla", "clean"]
+
+
+@pytest.mark.skipif(
+    not (conf_dir() / "strategy" / "denoise.yaml").exists(),
+    reason="the denoise strategy is not in this checkout",
+)
+def test_a_config_that_only_evaluates_is_benchmarked_in_its_training_variant() -> None:
+    settings = bench.BenchSettings(batch_size=8, image_size=16, precision="32-true", channels_last="false")
+    cfg, variant = bench.row_config("denoise", settings, torch.device("cpu"))
+    assert variant == bench.TRAINING_VARIANTS["denoise"] and bench.trains(cfg)
+    plain, none = bench.row_config("vanilla", settings, torch.device("cpu"))
+    assert none == [] and plain["strategy"]["name"] == "vanilla"
+
+
+def test_step_window_times_whole_steps_after_warmup() -> None:
+    syncs: list[int] = []
+    window = bench.StepWindow(
+        warmup=2, min_steps=2, max_steps=5, min_seconds=0.0, sync=lambda: syncs.append(1)
+    )
+    assert [window.step_end(8) for _ in range(4)] == [False, False, False, True]
+    result = window.result()
+    assert (result.steps, result.images, len(syncs)) == (2, 16, 2) and result.seconds > 0
+    capped = bench.StepWindow(warmup=1, min_steps=1, max_steps=3, min_seconds=1e9, sync=lambda: None)
+    assert [capped.step_end(8) for _ in range(4)] == [False, False, False, True]
+    assert capped.result().steps == 3
+    with pytest.raises(RuntimeError):
+        bench.StepWindow(warmup=1, min_steps=1, max_steps=1, min_seconds=0, sync=lambda: None).result()
+
+
+# --------------------------------------------------------------------------- in-memory path == torchvision path
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 NHWC images without zeros, so a zero-padded border is never ambiguous."""
+    return np.random.default_rng(seed).integers(1, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def _torchvision_views(img_chw: torch.Tensor, padding: int) -> list[torch.Tensor]:
+    """Every image torchvision's RandomCrop(size, padding) + RandomHorizontalFlip + ToTensor can give."""
+    size = img_chw.shape[-1]
+    padded = TF.pad(img_chw, [padding])  # zeros, as RandomCrop(padding=...) pads
+
+    def to_tensor(chw: torch.Tensor) -> torch.Tensor:
+        return ToTensor()(chw.permute(1, 2, 0).numpy())  # the classic CIFAR pipeline's float conversion
+
+    views = []
+    for top in range(2 * padding + 1):
+        for left in range(2 * padding + 1):
+            crop = TF.crop(padded, top, left, size, size)
+            views += [to_tensor(crop), to_tensor(TF.horizontal_flip(crop))]
+    return views
+
+
+def test_to_unit_float_equals_torchvision_to_tensor() -> None:
+    x = _images(8, 12)
+    ours = to_unit_float(torch.from_numpy(x).permute(0, 3, 1, 2))
+    v1 = torch.stack([ToTensor()(img) for img in x])
+    v2_path = torch.stack(
+        [v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(img) for img in x]
+    )
+    assert torch.equal(ours, v1)
+    assert torch.allclose(ours, v2_path, rtol=0, atol=1e-7)
+
+
+def test_random_crop_flip_gives_torchvision_crops_and_flips() -> None:
+    n, size, padding = 96, 10, 2
+    x = torch.from_numpy(_images(n, size, seed=1)).permute(0, 3, 1, 2).contiguous()
+    out = random_crop_flip(x, padding=padding, flip=True, generator=torch.Generator().manual_seed(3))
+    chosen = []
+    for i in range(n):
+        hits = [k for k, view in enumerate(_torchvision_views(x[i], padding)) if torch.equal(out[i], view)]
+        assert len(hits) == 1, f"sample {i} is not exactly one torchvision RandomCrop+flip of its image"
+        chosen.append(hits[0])
+    offsets = {k // 2 for k in chosen}
+    flips = sum(k % 2 for k in chosen)
+    assert len(offsets) > 15 and 0.25 * n < flips < 0.75 * n  # offsets and flips drawn per sample
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_in_memory_datamodule_batches_equal_the_torchvision_path(channels_last: bool) -> None:
+    size, padding = 12, 3
+    arrays = {
+        "x_train": _images(40, size, seed=2),
+        "y_train": np.arange(40) % 4,
+        "x_test": _images(12, size, seed=3),
+        "y_test": np.arange(12) % 4,
+    }
+    dm = InMemoryDataModule(
+        arrays=arrays, batch_size=16, val_size=0, padding=padding, channels_last=channels_last
+    )
+    dm.setup("fit")
+    x, y, idx = dm.device_batch(next(iter(dm.train_dataloader())), augment=True)
+    assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for i, j in enumerate(idx.tolist()):  # val_size=0: index j of the train split is image j of the arrays
+        source = TF.to_image(arrays["x_train"][j])
+        assert y[i] == arrays["y_train"][j]
+        assert sum(torch.equal(x[i], view) for view in _torchvision_views(source, padding)) == 1
+    xt, _, idx_t = dm.device_batch(next(iter(dm.test_dataloader())), augment=False)
+    expected = torch.stack([ToTensor()(arrays["x_test"][j]) for j in idx_t.tolist()])
+    assert torch.equal(xt, expected)
+
+
+# --------------------------------------------------------------------------- other fast paths
+
+
+def test_splits_are_copied_to_the_training_device_once_when_resident() -> None:
+    def on(device: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            world_size=1,
+            global_rank=0,
+            training=True,
+            strategy=SimpleNamespace(root_device=torch.device(device)),
+        )
+
+    resident = SyntheticDataModule(train=32, test=8, batch_size=8, val_size=0, device_resident=True)
+    resident.setup("fit")
+    resident.trainer = on("meta")  # stands for a GPU: any device other than the split's
+    first, second = resident.train_dataloader().dataset, resident.train_dataloader().dataset
+    assert first.x.device.type == "meta" and first.x is second.x and first.y is second.y
+    assert resident.test_dataloader().dataset.x.device.type == "meta"
+    auto = SyntheticDataModule(train=32, test=8, batch_size=8, val_size=0)  # auto: CUDA devices only
+    auto.setup("fit")
+    auto.trainer = on("meta")
+    assert auto.train_dataloader().dataset.x.device.type == "cpu"
+    with pytest.raises(ValueError, match="device_resident"):
+        SyntheticDataModule(device_resident="gpu")
+
+
+@pytest.mark.slow
+def test_compiled_networks_keep_their_feature_taps(tmp_path: Path) -> None:
+    """trainer.compile=true: a student compiled after a teacher stage of the same class still records taps."""
+    from ssd.models import FeatureTaps
+    from ssd.train import build_module
+
+    cfg = OmegaConf.to_container(
+        compose_cfg([*TINY, "trainer.compile=true", "trainer.channels_last=false"], tmp_path), resolve=True
+    )
+    info = {"num_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}
+    x = torch.rand(2, 3, 16, 16)
+    build_module(cfg, info, {}).net(x)  # e.g. the teacher stage: compiled and run without hooks
+    student = build_module(cfg, info, {}).net
+    taps = FeatureTaps(student, ["stem", "layer3"])
+    student(x)
+    assert set(taps.pop()) == {"stem", "layer3"}

@@ -1,0 +1,162 @@
+"""The stage cache: hits, misses, corrupt entries, reuse across strategies, and racing processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ssd.cache import StageCache, sha256_file
+from ssd.pipeline import Pipeline, build_datamodule, stage_config, stage_key
+from tests.helpers import REPO, TINY, compose_cfg, read_results
+
+SMALL = ["trainer.max_epochs=1", "data.train=64", "data.test=16", "data.val_size=0", "noise.eval_levels=[0.1]"]
+
+
+def small_cfg(tmp_path: Path, strategy: str, *overrides: str) -> dict[str, Any]:
+    cfg = compose_cfg([*TINY, *SMALL, f"strategy={strategy}", *overrides], tmp_path=tmp_path)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def teacher_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Obtain the teacher stage of ``cfg`` into ``run_dir/teacher`` (train, cache or run folder)."""
+    pipeline = Pipeline(cfg, run_dir, "test")
+    pipeline.datamodule, pipeline.info = build_datamodule(cfg)
+    _, records = pipeline.required(cfg, run_dir)
+    return records["teacher"]
+
+
+# ---------------------------------------------------------------------------------- StageCache
+
+
+def write_weights(path: Path, value: float = 1.0) -> Path:
+    torch.save({"w": torch.full((4,), value)}, path)
+    return path
+
+
+def test_publish_then_hit(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path / "stages")
+    assert cache.lookup("teacher-x-1") is None  # miss
+    cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1", "metrics": {"test/acc": 0.5}})
+    hit = cache.lookup("teacher-x-1")
+    assert hit is not None and hit["key"] == "1" and hit["metrics"] == {"test/acc": 0.5}
+    assert hit["sha256"] == sha256_file(hit["net"]) == sha256_file(tmp_path / "net.pt")
+    assert [p.name for p in (tmp_path / "stages").iterdir() if not p.name.endswith(".lock")] == ["teacher-x-1"]  # no temp left
+
+
+@pytest.mark.parametrize("damage", ["bytes", "no_meta", "no_weights"])
+def test_corrupt_or_half_written_entry_is_moved_aside(tmp_path: Path, damage: str) -> None:
+    cache = StageCache(tmp_path / "stages")
+    entry = cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1"})
+    if damage == "bytes":
+        data = bytearray((entry / "net.pt").read_bytes())
+        data[-1] ^= 0xFF
+        (entry / "net.pt").write_bytes(bytes(data))
+    else:
+        (entry / ("meta.json" if damage == "no_meta" else "net.pt")).unlink()
+    assert cache.lookup("teacher-x-1") is None
+    assert not entry.exists()
+    assert len(list((tmp_path / "stages").glob("teacher-x-1.corrupt-*"))) == 1
+    cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt", 2.0), {"key": "1"})  # retrained, stored again
+    assert cache.lookup("teacher-x-1") is not None
+
+
+# ---------------------------------------------------------------------------------- through the pipeline
+
+
+def test_teacher_key_depends_on_what_determines_the_teacher(tmp_path: Path) -> None:
+    def key(*overrides: str) -> str:
+        cfg = small_cfg(tmp_path, "self_distill", *overrides)
+        return stage_key(stage_config(cfg, cfg["strategy"]["teacher"]), {})
+
+    base = key()
+    # student-side knobs (what a lambda / taps / teacher_input sweep varies) share the teacher
+    assert key("strategy.lambda=0.5", "strategy.taps=[layer3]", "strategy.teacher_input=independent") == base
+    assert key("trainer.devices=1", "data.eval_batch_size=16", "logger=csv") == base
+    # anything that changes the teacher does not
+    for changed in ("noise.sigma=0.2", "seed=1", "model=resnet32", "trainer.max_epochs=2", "strategy.teacher.strategy=clean"):
+        assert key(changed) != base, changed
+    # a clean teacher never sees noise, so one clean teacher serves every noise level
+    assert key("strategy.teacher.strategy=clean", "noise.sigma=0.3") == key("strategy.teacher.strategy=clean")
+
+
+def test_vanilla_run_serves_as_teacher_then_corrupt_entry_is_retrained(tmp_path: Path) -> None:
+    vanilla = small_cfg(tmp_path, "vanilla")
+    Pipeline(vanilla, tmp_path / "vanilla", "test").run()
+    published = tmp_path / "vanilla" / "main" / "net.pt"
+
+    cfg = small_cfg(tmp_path, "self_distill")
+    hit = teacher_record(cfg, tmp_path / "sd1")
+    assert hit["source"] == "cache" and hit["sha256"] == sha256_file(published)
+    assert hit["test_acc"] is not None and not (tmp_path / "sd1" / "teacher" / "checkpoints").exists()
+
+    entry = Path(hit["net"]).parent
+    (entry / "net.pt").write_bytes(b"half written")
+    retrained = teacher_record(cfg, tmp_path / "sd2")
+    assert retrained["source"] == "train" and retrained["key"] == hit["key"]
+    assert len(list(entry.parent.glob(f"{entry.name}.corrupt-*"))) == 1
+    assert StageCache(entry.parent).lookup(entry.name)["sha256"] == retrained["sha256"]
+
+    again = teacher_record(cfg, tmp_path / "sd2")  # the same run folder: its own finished stage
+    assert again["source"] == "run" and again["sha256"] == retrained["sha256"]
+
+
+def _quick_train_stage(cfg: dict[str, Any], stage: str, stage_dir: Path, datamodule: Any, info: Any, frozen: Any, group: str) -> Any:
+    """Stands in for ssd.train.train_stage in the race: no fitting, but it holds the lock for a while."""
+    from ssd.train import build_module
+
+    time.sleep(2.0)
+    return build_module(cfg, info, frozen), {"metrics": {"test/acc": 0.5}, "test_acc": 0.5}
+
+
+def _obtain_teacher(cfg: dict[str, Any], run_dir: str, barrier: Any, queue: Any) -> None:
+    import ssd.pipeline
+
+    ssd.pipeline.train_stage = _quick_train_stage  # the race is about locking and publishing, not training
+    barrier.wait()
+    queue.put(teacher_record(cfg, Path(run_dir))["source"])
+
+
+def test_two_processes_racing_train_one_teacher(tmp_path: Path) -> None:
+    cfg = small_cfg(tmp_path, "self_distill")
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_obtain_teacher, args=(cfg, str(tmp_path / f"run{i}"), barrier, queue)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    assert sorted(queue.get(timeout=5) for _ in procs) == ["cache", "train"]
+    entries = [p for p in (tmp_path / "cache" / "stages").iterdir() if p.is_dir()]
+    assert len(entries) == 1 and entries[0].name.startswith("teacher-vanilla-")
+
+
+@pytest.mark.slow
+def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
+    """Two sweep jobs (lambda 0.1 and 0.3) started together: one trains the teacher, the other waits and reuses it.
+
+    Started with Popen (not tests.helpers.run_cli, which waits for its process) so that both run at once.
+    """
+    procs = []
+    for i, lam in enumerate((0.1, 0.3)):
+        args = [*TINY, *SMALL, "strategy=self_distill", f"strategy.lambda={lam}", f"hydra.run.dir={tmp_path}/job{i}"]
+        cmd = [sys.executable, "-m", "ssd.run", f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", *args]
+        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        p.communicate(timeout=600)
+        assert p.returncode == 0
+    sources = sorted(read_results(tmp_path / f"job{i}")["stages"]["teacher"]["source"] for i in range(2))
+    assert sources == ["cache", "train"]
+    shas = {read_results(tmp_path / f"job{i}")["stages"]["teacher"]["sha256"] for i in range(2)}
+    assert len(shas) == 1
+
