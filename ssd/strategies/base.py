@@ -166,14 +166,14 @@ class NoisyImageModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, idx = batch
         cache: dict[str, Tensor] = {}
-        for (name, noise), metric in zip(self.test_noises.items(), self.test_accs):
+        for (_name, noise), metric in zip(self.test_noises.items(), self.test_accs, strict=True):
             key = noise.describe()
             if key not in cache:  # the training level and clean also appear in the curve
                 cache[key] = self._eval_logits(x, idx, noise)
             metric.update(cache[key], y)
 
     def on_test_epoch_end(self) -> None:
-        for name, metric in zip(self.test_noises, self.test_accs):
+        for name, metric in zip(self.test_noises, self.test_accs, strict=True):
             metric_name = "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"
             self.log(metric_name, metric.compute(), sync_dist=False)
             metric.reset()
