@@ -167,7 +167,7 @@ def analyze(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "feature_quality.json", summary)
-    title = f"{cfg['data'].get('name')} {cfg['model']['arch']} {noise.describe()}: features vs clean teacher on clean images"
+    title = f"{cfg['data'].get('name')} {cfg['model']['arch']} {noise.describe()}: per-tap features vs the clean teacher's on clean images"
     plot_agreement(summary, str(out_dir / "feature_quality.png"), title)
     return summary
 
@@ -213,6 +213,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.run_dir is None and (args.config is None or args.out is None):
         parser.error("give RUN_DIR, or --config and --out")
+    if args.num_images is not None and args.num_images < 1:
+        parser.error(f"--num-images must be >= 1, got {args.num_images}")
     return args
 
 

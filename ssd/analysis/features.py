@@ -176,14 +176,19 @@ def plot_agreement(summary: Mapping[str, Any], path: str, title: str = "") -> No
     taps = list(summary["taps"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, comp in summary["comparisons"].items():
-        label = f"{name} ({comp['input']} input)"
+        who = (
+            f"student ({summary['student_strategy']})"
+            if name == "student" and summary.get("student_strategy")
+            else name
+        )
+        label = f"{who.replace('_', ' ')}, {comp['input']} input"
         for ax, metric in zip(axes, ("cka", "rel_mse"), strict=True):
             values = [comp[metric].get(t) for t in taps]
             xs = [i for i, v in enumerate(values) if v is not None]
             if xs:
                 ax.plot(xs, [values[i] for i in xs], marker="o", label=label)
-    axes[0].set_ylabel("linear CKA with clean teacher on clean images (higher = closer)")
-    axes[1].set_ylabel("relative MSE to clean teacher on clean images (lower = closer)")
+    axes[0].set_ylabel("linear CKA (higher = closer)")
+    axes[1].set_ylabel("relative MSE (lower = closer)")
     positive = [v for c in summary["comparisons"].values() for v in c["rel_mse"].values() if v is not None]
     if positive and min(positive) > 0:
         axes[1].set_yscale("log")
@@ -191,7 +196,6 @@ def plot_agreement(summary: Mapping[str, Any], path: str, title: str = "") -> No
         ax.set_xticks(range(len(taps)), taps)
         ax.set_xlabel("tap")
         ax.grid(alpha=0.3)
-        ax.yaxis.label.set_size(8)
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
