@@ -58,7 +58,9 @@ class StageCache:
         weights = folder / "net.pt"
         if meta is None or not weights.exists() or sha256_file(weights) != meta.get("sha256"):
             aside = folder.with_name(f"{folder.name}.corrupt-{int(time.time())}")
-            log.warning("stage cache: entry %s is incomplete or corrupt; moved to %s and retraining", folder, aside)
+            log.warning(
+                "stage cache: entry %s is incomplete or corrupt; moved to %s and retraining", folder, aside
+            )
             os.replace(folder, aside)
             return None
         return {**meta, "net": str(weights)}

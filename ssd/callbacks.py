@@ -40,7 +40,9 @@ class TrainThroughput(L.Callback):
         self._sync(trainer)
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.images += int(batch[0].shape[0]) * trainer.world_size
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -75,7 +77,9 @@ class EpochSamples(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._count = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._count += int(batch[0].shape[0])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -95,7 +99,9 @@ class EpochSeed(L.Callback):
         self.seed = int(seed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state = np.random.SeedSequence([self.seed, trainer.global_rank, trainer.current_epoch]).generate_state(2)
+        state = np.random.SeedSequence(
+            [self.seed, trainer.global_rank, trainer.current_epoch]
+        ).generate_state(2)
         torch.manual_seed(int(state[0]) << 32 | int(state[1]))
         np.random.seed(int(state[0]))
         random.seed(int(state[1]))
@@ -133,7 +139,15 @@ class EvaluationMedia(L.Callback):
     def __init__(self, max_images: int = 8) -> None:
         self.max_images = max_images
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if batch_idx != 0 or not trainer.is_global_zero or not supports_media(trainer.logger):
             return
         from torchvision.utils import make_grid
@@ -146,7 +160,10 @@ class EvaluationMedia(L.Callback):
         for noise in pl_module.test_noises.values():  # clean, the training level and the curve's levels
             by_level.setdefault(float(noise.level), noise)
         levels = sorted(by_level)
-        rows = [fixed_noisy(by_level[v], x, idx, int(pl_module.cfg["eval_seed"])).float().cpu().clamp(0, 1) for v in levels]
+        rows = [
+            fixed_noisy(by_level[v], x, idx, int(pl_module.cfg["eval_seed"])).float().cpu().clamp(0, 1)
+            for v in levels
+        ]
         grid = make_grid(torch.cat(rows), nrow=len(idx), padding=2, pad_value=1.0)
         caption = "rows: " + " / ".join(f"{pl_module.noise.level_name}={v:g}" for v in levels)
         log_images(trainer.logger, "images/test_noise_levels", grid, caption=caption)
@@ -156,7 +173,9 @@ class EvaluationMedia(L.Callback):
             return
         points = sorted(
             (float(name.split("=", 1)[1]), float(value))
-            for name, value in ((k.split("/", 1)[1], v) for k, v in trainer.callback_metrics.items() if k.startswith("curve/"))
+            for name, value in (
+                (k.split("/", 1)[1], v) for k, v in trainer.callback_metrics.items() if k.startswith("curve/")
+            )
         )
         if points:
             log_curve(trainer.logger, "robustness", pl_module.noise.level_name, points)

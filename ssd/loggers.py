@@ -90,7 +90,9 @@ def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
 @rank_zero_only
 def log_images(logger: Logger | None, key: str, images: Any, caption: str | None = None) -> None:
     """Log an image grid (a [3,H,W] tensor in [0,1]) to W&B or TensorBoard; other loggers skip it."""
-    if isinstance(logger, WandbLogger):  # as uint8 HWC: W&B stores float tensors unscaled (an all-black image)
+    if isinstance(
+        logger, WandbLogger
+    ):  # as uint8 HWC: W&B stores float tensors unscaled (an all-black image)
         pixels = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         logger.log_image(key=key, images=[pixels], caption=[caption] if caption else None)
     elif isinstance(logger, TensorBoardLogger):
@@ -111,4 +113,9 @@ def log_curve(logger: Logger | None, key: str, level_name: str, points: list[tup
     import wandb
 
     table = wandb.Table(columns=[level_name, "accuracy"], data=[[level, acc] for level, acc in points])
-    logger.experiment.log({f"{key}_table": table, key: wandb.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}")})
+    logger.experiment.log(
+        {
+            f"{key}_table": table,
+            key: wandb.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}"),
+        }
+    )

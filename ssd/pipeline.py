@@ -41,7 +41,15 @@ log = logging.getLogger(__name__)
 
 # config keys that decide what a trained stage is (launch details like devices do not)
 KEY_TRAINER_FIELDS = ("max_epochs", "precision", "gradient_clip_val", "limit_train_batches")
-KEY_DATA_IGNORED = ("eval_batch_size", "channels_last", "cache_dir", "root", "download", "num_workers", "limit_test")
+KEY_DATA_IGNORED = (
+    "eval_batch_size",
+    "channels_last",
+    "cache_dir",
+    "root",
+    "download",
+    "num_workers",
+    "limit_test",
+)
 # image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
 IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
 
@@ -55,7 +63,9 @@ def launch_id() -> str:
             os.environ["SSD_LAUNCH_ID"] = f"slurm-{slurm}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
         elif elastic:
             where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-            os.environ["SSD_LAUNCH_ID"] = f"torchrun-{elastic}-{where}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+            os.environ["SSD_LAUNCH_ID"] = (
+                f"torchrun-{elastic}-{where}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+            )
         else:
             os.environ["SSD_LAUNCH_ID"] = uuid.uuid4().hex
     return os.environ["SSD_LAUNCH_ID"]
@@ -88,7 +98,9 @@ def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dic
     if not strategy_yaml.exists():
         raise FileNotFoundError(f"stage strategy {role_cfg['strategy']!r} has no config {strategy_yaml}")
     base = OmegaConf.create({k: v for k, v in run_cfg.items() if k != "strategy"})
-    merged = OmegaConf.merge(base, {"strategy": OmegaConf.load(strategy_yaml)}, role_cfg.get("overrides") or {})
+    merged = OmegaConf.merge(
+        base, {"strategy": OmegaConf.load(strategy_yaml)}, role_cfg.get("overrides") or {}
+    )
     return OmegaConf.to_container(merged, resolve=True)
 
 
@@ -118,7 +130,7 @@ def load_net_weights(module_net: nn.Module, path: str | Path) -> None:
     """Load a stage's network from ``net.pt`` (a state_dict) or from a Lightning ``.ckpt``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" in state:  # a Lightning checkpoint of a whole strategy module
-        state = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+        state = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     module_net.load_state_dict(state)
 
 
@@ -135,7 +147,9 @@ class Pipeline:
         self.info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ stages
-    def required(self, cfg: Mapping[str, Any], base_dir: Path) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
+    def required(
+        self, cfg: Mapping[str, Any], base_dir: Path
+    ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
         """Obtain every stage ``cfg``'s strategy requires: (frozen nets by role, records by role)."""
         frozen: dict[str, nn.Module] = {}
         records: dict[str, dict[str, Any]] = {}
@@ -152,18 +166,27 @@ class Pipeline:
             write_json_atomic(plan_path, plan)
             return plan
         while True:
-            plan = wait_for_json(plan_path, timeout_s=self.cache.lock_timeout_s)  # as long as rank 0 may wait for a stage lock
+            plan = wait_for_json(
+                plan_path, timeout_s=self.cache.lock_timeout_s
+            )  # as long as rank 0 may wait for a stage lock
             if plan.get("launch") == self.launch:
                 return plan
             time.sleep(0.2)  # a plan left by an earlier launch of this run folder
 
-    def obtain(self, role: str, role_cfg: Mapping[str, Any], cfg: dict[str, Any], stage_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    def obtain(
+        self, role: str, role_cfg: Mapping[str, Any], cfg: dict[str, Any], stage_dir: Path
+    ) -> tuple[nn.Module, dict[str, Any]]:
         """A frozen network for ``role``: from a given checkpoint, this run's folder, the cache, or training."""
         sub_frozen, sub_records = self.required(cfg, stage_dir)
         key = stage_key(cfg, {r: rec["key"] for r, rec in sub_records.items()})
         name = f"{role}-{cfg['strategy']['name']}-{key}"
         module = build_module(cfg, self.info, sub_frozen)
-        record: dict[str, Any] = {"role": role, "strategy": cfg["strategy"]["name"], "key": key, "requires": sub_records}
+        record: dict[str, Any] = {
+            "role": role,
+            "strategy": cfg["strategy"]["name"],
+            "key": key,
+            "requires": sub_records,
+        }
         stage_dir.mkdir(parents=True, exist_ok=True)
         lock = self.cache.lock(name) if is_launch_rank_zero() else None
 
@@ -178,32 +201,54 @@ class Pipeline:
             hit = self.cache.lookup(name)
             if hit is not None:
                 lock.release()
-                return {"source": "cache", "net": hit["net"], "cached": {k: hit.get(k) for k in ("metrics", "created")}}
+                return {
+                    "source": "cache",
+                    "net": hit["net"],
+                    "cached": {k: hit.get(k) for k in ("metrics", "created")},
+                }
             return {"source": "train"}
 
         try:
             plan = self._decide(stage_dir / "plan.json", decide)
             log.info("stage %s (%s): key %s -> %s", role, cfg["strategy"]["name"], key, plan["source"])
             if plan["source"] == "train":
-                module, result = train_stage(cfg, role, stage_dir, self.datamodule, self.info, sub_frozen, self.group)
+                module, result = train_stage(
+                    cfg, role, stage_dir, self.datamodule, self.info, sub_frozen, self.group
+                )
                 record.update(result)
                 if is_launch_rank_zero():
                     torch.save(module.net.state_dict(), stage_dir / "net.pt")
-                    meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": result["metrics"], "config": cfg}
+                    meta = {
+                        "key": key,
+                        "name": name,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "metrics": result["metrics"],
+                        "config": cfg,
+                    }
                     self.cache.publish(name, stage_dir / "net.pt", meta)
                     write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
                 net_path = stage_dir / "net.pt"
             else:
                 net_path = Path(plan["net"])
                 load_net_weights(module.net, net_path)
-                record.update((read_json(stage_dir / "stage.json") or {}) if plan["source"] == "run" else plan.get("cached") or {})
+                record.update(
+                    (read_json(stage_dir / "stage.json") or {})
+                    if plan["source"] == "run"
+                    else plan.get("cached") or {}
+                )
                 metrics = record.get("metrics") or {}  # the same accuracy fields as a freshly trained stage
                 record.setdefault("test_acc", metrics.get("test/acc"))
                 record.setdefault("clean_acc", metrics.get("test/acc_clean"))
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()
-        record.update({"source": plan["source"], "net": str(net_path), "sha256": sha256_file(net_path) if net_path.exists() else None})
+        record.update(
+            {
+                "source": plan["source"],
+                "net": str(net_path),
+                "sha256": sha256_file(net_path) if net_path.exists() else None,
+            }
+        )
         return module.net, record
 
     # ------------------------------------------------------------------ the job
@@ -219,19 +264,30 @@ class Pipeline:
         main_key = stage_key(cfg, {r: rec["key"] for r, rec in records.items()})
         if is_launch_rank_zero():
             torch.save(module.net.state_dict(), main_dir / "net.pt")
-            if not strategy_class(cfg).required_roles(cfg) and not cfg.get("init_from"):  # a plain classifier trained here: later pipelines may reuse it as a stage
+            if not strategy_class(cfg).required_roles(cfg) and not cfg.get(
+                "init_from"
+            ):  # a plain classifier trained here: later pipelines may reuse it as a stage
                 name = f"teacher-{cfg['strategy']['name']}-{main_key}"
                 if self.cache.lookup(name) is None:
                     with self.cache.lock(name):
                         if self.cache.lookup(name) is None:
-                            self.cache.publish(name, main_dir / "net.pt", {"key": main_key, "name": name, "metrics": main["metrics"], "config": cfg})
+                            self.cache.publish(
+                                name,
+                                main_dir / "net.pt",
+                                {"key": main_key, "name": name, "metrics": main["metrics"], "config": cfg},
+                            )
         noise = module.noise
         results = {
             "status": "complete",
             "strategy": cfg["strategy"]["name"],
             "run_dir": str(self.run_dir),
             "seed": cfg["seed"],
-            "noise": {"name": cfg["noise"]["name"], "level_name": noise.level_name, "level": noise.level, "describe": noise.describe()},
+            "noise": {
+                "name": cfg["noise"]["name"],
+                "level_name": noise.level_name,
+                "level": noise.level,
+                "describe": noise.describe(),
+            },
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
             "robustness": main["robustness"],
@@ -258,7 +314,14 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str,
         results = Pipeline(cfg, run_dir, group).run()
     except Exception as err:
         if is_launch_rank_zero() and read_complete_results(run_dir) is None:
-            write_json_atomic(run_dir / "results.json", {"status": "failed", "error": f"{type(err).__name__}: {err}", "config": copy.deepcopy(dict(cfg))})
+            write_json_atomic(
+                run_dir / "results.json",
+                {
+                    "status": "failed",
+                    "error": f"{type(err).__name__}: {err}",
+                    "config": copy.deepcopy(dict(cfg)),
+                },
+            )
         raise
     if is_launch_rank_zero():
         write_json_atomic(run_dir / "results.json", results)

@@ -58,7 +58,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None
     if is_launch_rank_zero():
         log.info(
             "%s done: noisy test acc %.4f, clean acc %.4f -> %s",
-            results.get("strategy"), results.get("test_acc") or float("nan"), results.get("clean_acc") or float("nan"),
+            results.get("strategy"),
+            results.get("test_acc") or float("nan"),
+            results.get("clean_acc") or float("nan"),
             run_dir / "results.json",
         )
     return results

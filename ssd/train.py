@@ -62,7 +62,9 @@ def strategy_class(cfg: Mapping[str, Any]) -> type[NoisyImageModule]:
     return get_class(cfg["strategy"]["_target_"])
 
 
-def build_module(cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module]) -> NoisyImageModule:
+def build_module(
+    cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module]
+) -> NoisyImageModule:
     """The strategy's LightningModule, with its networks in the configured memory format."""
     module = strategy_class(cfg)(cfg, data_info, frozen)
     if cfg["trainer"].get("channels_last"):
@@ -82,7 +84,9 @@ def _progress_bar() -> L.Callback:
     return TQDMProgressBar(refresh_rate=50)
 
 
-def build_trainer(cfg: Mapping[str, Any], stage_dir: Path, logger: Any, extra_callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(
+    cfg: Mapping[str, Any], stage_dir: Path, logger: Any, extra_callbacks: list[L.Callback]
+) -> L.Trainer:
     """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks."""
     trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in SSD_TRAINER_KEYS}
     has_val = bool(cfg["data"].get("val_size", 0))

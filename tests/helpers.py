@@ -29,25 +29,48 @@ TINY = [
 ]
 
 #: a little more data than TINY and one epoch: sweeps, DDP and resume tests of many runs
-SMALL = [*TINY, "data.train=64", "data.test=32", "data.val_size=0", "data.batch_size=16", "trainer.max_epochs=1", "noise.eval_levels=[0,0.3]"]
+SMALL = [
+    *TINY,
+    "data.train=64",
+    "data.test=32",
+    "data.val_size=0",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "noise.eval_levels=[0,0.3]",
+]
 
 #: environment for subprocess runs of tiny models: one OpenMP thread. On a shared 2-core machine two
 #: spinning OpenMP threads per process make tiny runs several times slower, not faster.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def compose_cfg(overrides: list[str] | None = None, tmp_path: Path | None = None, return_hydra: bool = False) -> DictConfig:
+def compose_cfg(
+    overrides: list[str] | None = None, tmp_path: Path | None = None, return_hydra: bool = False
+) -> DictConfig:
     """The real config with ``overrides``, as ``python -m ssd.run`` would compose it."""
     extra = [f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache"] if tmp_path else []
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
-        return compose(config_name="config", overrides=[*extra, *(overrides or [])], return_hydra_config=return_hydra)
+        return compose(
+            config_name="config", overrides=[*extra, *(overrides or [])], return_hydra_config=return_hydra
+        )
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], tmp_path: Path, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m ssd.run ARGS`` in a subprocess, with outputs and cache under ``tmp_path``."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
-    cmd = [sys.executable, "-m", "ssd.run", f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", *args]
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssd.run",
+        f"paths.log_dir={tmp_path}/outputs",
+        f"paths.cache_dir={tmp_path}/cache",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

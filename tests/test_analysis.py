@@ -40,7 +40,9 @@ def test_unbiased_hsic_matches_hand_computation() -> None:
     k, l = x @ x.T, y @ y.T  # noqa: E741
     got = unbiased_hsic(torch.from_numpy(k), torch.from_numpy(l)).item()
     assert got == pytest.approx(hsic_by_hand(k, l), rel=1e-10)
-    assert torch.allclose(linear_gram(torch.from_numpy(x).float().view(7, 5, 1)), torch.from_numpy(k), atol=1e-4)
+    assert torch.allclose(
+        linear_gram(torch.from_numpy(x).float().view(7, 5, 1)), torch.from_numpy(k), atol=1e-4
+    )
     with pytest.raises(ValueError, match="at least 4"):
         unbiased_hsic(torch.eye(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
 
@@ -52,7 +54,9 @@ def test_cka_properties() -> None:
     same, rotated, unrelated = TapAgreement(), TapAgreement(), TapAgreement()
     for chunk in x.split(16):
         same.update(chunk, chunk)
-        rotated.update(3.0 * chunk.flatten(1) @ rotation, chunk)  # rotation and scale: the same representation
+        rotated.update(
+            3.0 * chunk.flatten(1) @ rotation, chunk
+        )  # rotation and scale: the same representation
         unrelated.update(torch.randn_like(chunk), chunk)
     assert same.cka == pytest.approx(1.0) and same.rel_mse == 0.0
     assert rotated.cka == pytest.approx(1.0, abs=1e-4) and rotated.rel_mse is None  # shapes differ: no MSE
@@ -73,7 +77,10 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished self_distill run folder whose networks are untrained (analysis needs no training)."""
     tmp = tmp_path_factory.mktemp("fq")
     cfg: dict[str, Any] = OmegaConf.to_container(
-        compose_cfg([*TINY, "strategy=self_distill", "data.test=32", "data.eval_batch_size=16"], tmp_path=tmp), resolve=True
+        compose_cfg(
+            [*TINY, "strategy=self_distill", "data.test=32", "data.eval_batch_size=16"], tmp_path=tmp
+        ),
+        resolve=True,
     )
     run = tmp / "run"
     run.mkdir()
@@ -81,7 +88,11 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _, info = build_datamodule(cfg)
     torch.manual_seed(0)
     paths = {}
-    for role, stage_cfg in (("clean", stage_config(cfg, {"strategy": "clean"})), ("vanilla", stage_config(cfg, cfg["strategy"]["teacher"])), ("student", cfg)):
+    for role, stage_cfg in (
+        ("clean", stage_config(cfg, {"strategy": "clean"})),
+        ("vanilla", stage_config(cfg, cfg["strategy"]["teacher"])),
+        ("student", cfg),
+    ):
         paths[role] = run / f"{role}.pt"
         torch.save(build_classifier_from_cfg(stage_cfg, info).state_dict(), paths[role])
     stages = {
@@ -112,7 +123,9 @@ def test_clean_teacher_found_in_the_stage_cache(fake_run: Path, tmp_path: Path) 
     """A student_teacher or clean run with the same settings left a clean teacher in the cache: found by its key."""
     cfg = OmegaConf.to_container(OmegaConf.load(fake_run / "config.resolved.yaml"), resolve=True)
     key = stage_key(stage_config(cfg, {"strategy": "clean"}), {})
-    StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").publish(f"teacher-clean-{key}", fake_run / "clean.pt", {"key": key})
+    StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").publish(
+        f"teacher-clean-{key}", fake_run / "clean.pt", {"key": key}
+    )
     try:
         assert analyze_main([str(fake_run), "--out", str(tmp_path), "--num-images", "16"]) == 0
         summary = json.loads((tmp_path / "feature_quality.json").read_text())
@@ -135,8 +148,16 @@ def test_identical_network_on_clean_input_agrees_exactly(fake_run: Path) -> None
             yield x, idx
 
     out = feature_agreement(
-        net, {"copy": (other, "clean"), "noisy": (other, "noisy")}, batches(), build_noise(cfg["noise"]), 0, ["stem", "layer3"], max_images=20
+        net,
+        {"copy": (other, "clean"), "noisy": (other, "noisy")},
+        batches(),
+        build_noise(cfg["noise"]),
+        0,
+        ["stem", "layer3"],
+        max_images=20,
     )
     assert out["copy"]["images"] == 20
-    assert out["copy"]["cka"]["stem"] == pytest.approx(1.0) and out["copy"]["rel_mse"]["layer3"] == pytest.approx(0.0)
+    assert out["copy"]["cka"]["stem"] == pytest.approx(1.0) and out["copy"]["rel_mse"][
+        "layer3"
+    ] == pytest.approx(0.0)
     assert out["noisy"]["rel_mse"]["stem"] > 0 and out["noisy"]["cka"]["stem"] < 1.0

@@ -18,7 +18,13 @@ from ssd.cache import StageCache, sha256_file
 from ssd.pipeline import Pipeline, build_datamodule, stage_config, stage_key
 from tests.helpers import REPO, TINY, compose_cfg, read_results
 
-SMALL = ["trainer.max_epochs=1", "data.train=64", "data.test=16", "data.val_size=0", "noise.eval_levels=[0.1]"]
+SMALL = [
+    "trainer.max_epochs=1",
+    "data.train=64",
+    "data.test=16",
+    "data.val_size=0",
+    "noise.eval_levels=[0.1]",
+]
 
 
 def small_cfg(tmp_path: Path, strategy: str, *overrides: str) -> dict[str, Any]:
@@ -45,11 +51,15 @@ def write_weights(path: Path, value: float = 1.0) -> Path:
 def test_publish_then_hit(tmp_path: Path) -> None:
     cache = StageCache(tmp_path / "stages")
     assert cache.lookup("teacher-x-1") is None  # miss
-    cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1", "metrics": {"test/acc": 0.5}})
+    cache.publish(
+        "teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1", "metrics": {"test/acc": 0.5}}
+    )
     hit = cache.lookup("teacher-x-1")
     assert hit is not None and hit["key"] == "1" and hit["metrics"] == {"test/acc": 0.5}
     assert hit["sha256"] == sha256_file(hit["net"]) == sha256_file(tmp_path / "net.pt")
-    assert [p.name for p in (tmp_path / "stages").iterdir() if not p.name.endswith(".lock")] == ["teacher-x-1"]  # no temp left
+    assert [p.name for p in (tmp_path / "stages").iterdir() if not p.name.endswith(".lock")] == [
+        "teacher-x-1"
+    ]  # no temp left
 
 
 @pytest.mark.parametrize("damage", ["bytes", "no_meta", "no_weights"])
@@ -65,7 +75,9 @@ def test_corrupt_or_half_written_entry_is_moved_aside(tmp_path: Path, damage: st
     assert cache.lookup("teacher-x-1") is None
     assert not entry.exists()
     assert len(list((tmp_path / "stages").glob("teacher-x-1.corrupt-*"))) == 1
-    cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt", 2.0), {"key": "1"})  # retrained, stored again
+    cache.publish(
+        "teacher-x-1", write_weights(tmp_path / "net.pt", 2.0), {"key": "1"}
+    )  # retrained, stored again
     assert cache.lookup("teacher-x-1") is not None
 
 
@@ -82,7 +94,13 @@ def test_teacher_key_depends_on_what_determines_the_teacher(tmp_path: Path) -> N
     assert key("strategy.lambda=0.5", "strategy.taps=[layer3]", "strategy.teacher_input=independent") == base
     assert key("trainer.devices=1", "data.eval_batch_size=16", "logger=csv") == base
     # anything that changes the teacher does not
-    for changed in ("noise.sigma=0.2", "seed=1", "model=resnet32", "trainer.max_epochs=2", "strategy.teacher.strategy=clean"):
+    for changed in (
+        "noise.sigma=0.2",
+        "seed=1",
+        "model=resnet32",
+        "trainer.max_epochs=2",
+        "strategy.teacher.strategy=clean",
+    ):
         assert key(changed) != base, changed
     # a clean teacher never sees noise, so one clean teacher serves every noise level
     assert key("strategy.teacher.strategy=clean", "noise.sigma=0.3") == key("strategy.teacher.strategy=clean")
@@ -109,7 +127,9 @@ def test_vanilla_run_serves_as_teacher_then_corrupt_entry_is_retrained(tmp_path:
     assert again["source"] == "run" and again["sha256"] == retrained["sha256"]
 
 
-def _quick_train_stage(cfg: dict[str, Any], stage: str, stage_dir: Path, datamodule: Any, info: Any, frozen: Any, group: str) -> Any:
+def _quick_train_stage(
+    cfg: dict[str, Any], stage: str, stage_dir: Path, datamodule: Any, info: Any, frozen: Any, group: str
+) -> Any:
     """Stands in for ssd.train.train_stage in the race: no fitting, but it holds the lock for a while."""
     from ssd.train import build_module
 
@@ -129,7 +149,10 @@ def test_two_processes_racing_train_one_teacher(tmp_path: Path) -> None:
     cfg = small_cfg(tmp_path, "self_distill")
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_obtain_teacher, args=(cfg, str(tmp_path / f"run{i}"), barrier, queue)) for i in range(2)]
+    procs = [
+        ctx.Process(target=_obtain_teacher, args=(cfg, str(tmp_path / f"run{i}"), barrier, queue))
+        for i in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -148,10 +171,27 @@ def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
     """
     procs = []
     for i, lam in enumerate((0.1, 0.3)):
-        args = [*TINY, *SMALL, "strategy=self_distill", f"strategy.lambda={lam}", f"hydra.run.dir={tmp_path}/job{i}"]
-        cmd = [sys.executable, "-m", "ssd.run", f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", *args]
+        args = [
+            *TINY,
+            *SMALL,
+            "strategy=self_distill",
+            f"strategy.lambda={lam}",
+            f"hydra.run.dir={tmp_path}/job{i}",
+        ]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ssd.run",
+            f"paths.log_dir={tmp_path}/outputs",
+            f"paths.cache_dir={tmp_path}/cache",
+            *args,
+        ]
         env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     for p in procs:
         p.communicate(timeout=600)
         assert p.returncode == 0
@@ -159,4 +199,3 @@ def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
     assert sources == ["cache", "train"]
     shas = {read_results(tmp_path / f"job{i}")["stages"]["teacher"]["sha256"] for i in range(2)}
     assert len(shas) == 1
-

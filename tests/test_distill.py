@@ -21,7 +21,14 @@ from ssd.train import build_module, train_stage
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 
 # a smaller tiny run for end-to-end CLI tests: one epoch, few images, one robustness level
-E2E = [*TINY, "trainer.max_epochs=1", "data.train=64", "data.test=16", "data.val_size=0", "noise.eval_levels=[0.1]"]
+E2E = [
+    *TINY,
+    "trainer.max_epochs=1",
+    "data.train=64",
+    "data.test=16",
+    "data.val_size=0",
+    "noise.eval_levels=[0.1]",
+]
 
 
 def tiny_cfg(strategy: str, *overrides: str) -> dict[str, Any]:
@@ -46,7 +53,10 @@ def first_batch(datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_defaults_of_the_two_strategies() -> None:
-    st, sd = compose_cfg(["strategy=student_teacher"]).strategy, compose_cfg(["strategy=self_distill"]).strategy
+    st, sd = (
+        compose_cfg(["strategy=student_teacher"]).strategy,
+        compose_cfg(["strategy=self_distill"]).strategy,
+    )
     assert st._target_ == sd._target_ == "ssd.strategies.distill.FeatureDistillation"
     assert (st.teacher.strategy, st.teacher_input) == ("clean", "clean")
     assert (sd.teacher.strategy, sd.teacher_input) == ("vanilla", "same")
@@ -54,24 +64,55 @@ def test_defaults_of_the_two_strategies() -> None:
         assert s.taps == "all" and s["lambda"] == 0.1 and s.feature_loss == "mse" and s.logit_kd.weight == 0.0
         assert s.teacher.ckpt is None and not s.adapter and not s.init_from_teacher
     validate(compose_cfg([*TINY, "strategy=self_distill"]))
-    validate(compose_cfg([*TINY, "strategy=student_teacher", "strategy.taps=[layer3,stem]", "strategy.tap_weights={stem: 2}"]))
+    validate(
+        compose_cfg(
+            [
+                *TINY,
+                "strategy=student_teacher",
+                "strategy.taps=[layer3,stem]",
+                "strategy.tap_weights={stem: 2}",
+            ]
+        )
+    )
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["strategy.taps=[stem,layer4]"], "tap 'layer4' is not known; valid taps: stem, layer1, layer2, layer3"),
-        (["strategy.feature_loss=l1"], "strategy.feature_loss='l1' is not allowed: must be one of mse, nmse, cosine"),
-        (["strategy.teacher_input=blurry"], "strategy.teacher_input='blurry' is not allowed: must be one of clean, same, independent"),
+        (
+            ["strategy.taps=[stem,layer4]"],
+            "tap 'layer4' is not known; valid taps: stem, layer1, layer2, layer3",
+        ),
+        (
+            ["strategy.feature_loss=l1"],
+            "strategy.feature_loss='l1' is not allowed: must be one of mse, nmse, cosine",
+        ),
+        (
+            ["strategy.teacher_input=blurry"],
+            "strategy.teacher_input='blurry' is not allowed: must be one of clean, same, independent",
+        ),
         (["strategy.lambda=-0.5"], "strategy.lambda=-0.5 is not allowed: must be a number in [0, inf]"),
-        (["strategy.teacher.ckpt=/nonexistent/net.pt"], "strategy.teacher.ckpt='/nonexistent/net.pt' is not allowed"),
-        (["strategy.teacher.strategy=nope"], "strategy.teacher.strategy='nope' is not allowed: must name a config in conf/strategy"),
+        (
+            ["strategy.teacher.ckpt=/nonexistent/net.pt"],
+            "strategy.teacher.ckpt='/nonexistent/net.pt' is not allowed",
+        ),
+        (
+            ["strategy.teacher.strategy=nope"],
+            "strategy.teacher.strategy='nope' is not allowed: must name a config in conf/strategy",
+        ),
         (["strategy.tap_weights={layer9: 1}"], "strategy.tap_weights={'layer9': 1} is not allowed"),
         (["strategy.logit_kd.temperature=0"], "strategy.logit_kd.temperature=0 is not allowed"),
         (["strategy.taps=[]"], "must name at least one tap unless strategy.logit_kd.weight > 0"),
-        (["strategy.teacher.overrides={model: {arch: resnet18}}"], "strategy.adapter=False is not allowed: tap 'stem' has 16 student channels but 64"),
         (
-            ["strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true", "strategy.init_from_teacher=true"],
+            ["strategy.teacher.overrides={model: {arch: resnet18}}"],
+            "strategy.adapter=False is not allowed: tap 'stem' has 16 student channels but 64",
+        ),
+        (
+            [
+                "strategy.teacher.overrides={model: {arch: resnet18}}",
+                "strategy.adapter=true",
+                "strategy.init_from_teacher=true",
+            ],
             "strategy.init_from_teacher=True is not allowed",
         ),
     ],
@@ -84,10 +125,26 @@ def test_config_errors_name_the_key(overrides: list[str], message: str) -> None:
 
 
 def test_wider_teacher_needs_and_gets_adapters() -> None:
-    validate(compose_cfg([*TINY, "strategy=self_distill", "strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"]))
-    module, datamodule = make_module(tiny_cfg("self_distill", "strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"))
+    validate(
+        compose_cfg(
+            [
+                *TINY,
+                "strategy=self_distill",
+                "strategy.teacher.overrides={model: {arch: resnet18}}",
+                "strategy.adapter=true",
+            ]
+        )
+    )
+    module, datamodule = make_module(
+        tiny_cfg(
+            "self_distill", "strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"
+        )
+    )
     assert {k: (a.in_channels, a.out_channels) for k, a in module.adapters.items()} == {
-        "stem": (16, 64), "layer1": (16, 64), "layer2": (32, 128), "layer3": (64, 256),
+        "stem": (16, 64),
+        "layer1": (16, 64),
+        "layer2": (32, 128),
+        "layer3": (64, 256),
     }
     loss, _, _ = module.training_loss(*first_batch(datamodule))
     loss.backward()
@@ -107,7 +164,9 @@ def test_taps_through_the_strategy() -> None:
     assert loss.item() == pytest.approx(total.item(), rel=1e-5)
     assert logits.shape == (32, 4)
 
-    chosen, dm2 = make_module(tiny_cfg("self_distill", "strategy.taps=[layer3,stem]", "strategy.feature_loss=cosine"))
+    chosen, dm2 = make_module(
+        tiny_cfg("self_distill", "strategy.taps=[layer3,stem]", "strategy.feature_loss=cosine")
+    )
     assert chosen.tap_names == ["stem", "layer3"]
     _, _, logs = chosen.training_loss(*first_batch(dm2))
     assert {k for k in logs if k.startswith("feat/")} == {"feat/stem", "feat/layer3"}
@@ -120,7 +179,9 @@ def test_no_hooks_outside_training_and_evaluation_is_untouched() -> None:
     x, y = first_batch(datamodule)
     module.training_loss(x, y)
     module.teardown("fit")
-    assert all(not m._forward_hooks for m in module.net.modules())  # hooks removed: the module pickles (ddp_spawn)
+    assert all(
+        not m._forward_hooks for m in module.net.modules()
+    )  # hooks removed: the module pickles (ddp_spawn)
     assert all(not m._forward_hooks for m in module.teacher.modules())
     module.training_loss(x, y)  # and come back when training resumes
 
@@ -131,7 +192,9 @@ def test_no_hooks_outside_training_and_evaluation_is_untouched() -> None:
 def captured_inputs(module: FeatureDistillation, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     seen: dict[str, torch.Tensor] = {}
     handles = [
-        net.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args[0].detach().clone()))
+        net.register_forward_pre_hook(
+            lambda _m, args, name=name: seen.__setitem__(name, args[0].detach().clone())
+        )
         for name, net in (("teacher", module.teacher), ("student", module.net))
     ]
     try:
@@ -144,7 +207,9 @@ def captured_inputs(module: FeatureDistillation, x: torch.Tensor, y: torch.Tenso
 
 @pytest.mark.parametrize("teacher_input", ["clean", "same", "independent"])
 def test_teacher_inputs(teacher_input: str) -> None:
-    module, datamodule = make_module(tiny_cfg("self_distill", f"strategy.teacher_input={teacher_input}", "noise.sigma=0.05"))
+    module, datamodule = make_module(
+        tiny_cfg("self_distill", f"strategy.teacher_input={teacher_input}", "noise.sigma=0.05")
+    )
     x, y = first_batch(datamodule)
     seen = captured_inputs(module, x, y)
     student_noise = seen["student"] - x
@@ -176,7 +241,9 @@ def test_teacher_runs_without_grad_in_the_training_precision() -> None:
 
 def test_init_from_teacher() -> None:
     module, _ = make_module(tiny_cfg("self_distill", "strategy.init_from_teacher=true"))
-    for (name, a), b in zip(module.net.state_dict().items(), module.teacher.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        module.net.state_dict().items(), module.teacher.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert next(module.net.parameters()).data_ptr() != next(module.teacher.parameters()).data_ptr()  # a copy
 
@@ -203,7 +270,9 @@ def test_teacher_frozen_and_unchanged_by_a_fit(tmp_path: Path) -> None:
     assert not optimizer_params & {id(p) for p in teacher.parameters()}
     assert any(not torch.equal(v, student_before[k]) for k, v in trained.net.state_dict().items())
     ckpt = torch.load(tmp_path / "main" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert not any(k.startswith("frozen.") for k in ckpt["state_dict"])  # the teacher is referenced, not copied
+    assert not any(
+        k.startswith("frozen.") for k in ckpt["state_dict"]
+    )  # the teacher is referenced, not copied
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -235,7 +304,14 @@ def test_self_distill_end_to_end_and_teacher_reuse(tmp_path: Path) -> None:
     r1 = check_results(tmp_path / "sd1", "self_distill", "vanilla", "train")
     # a sweep point over lambda / teacher_input: same teacher key, served by the cache
     second = run_cli(
-        [*E2E, "strategy=self_distill", "strategy.lambda=0.3", "strategy.teacher_input=independent", f"hydra.run.dir={tmp_path}/sd2"], tmp_path
+        [
+            *E2E,
+            "strategy=self_distill",
+            "strategy.lambda=0.3",
+            "strategy.teacher_input=independent",
+            f"hydra.run.dir={tmp_path}/sd2",
+        ],
+        tmp_path,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert stage_log(second) == (key, "cache")
@@ -258,7 +334,10 @@ def test_student_teacher_end_to_end_after_vanilla(tmp_path: Path) -> None:
     check_results(tmp_path / "st", "student_teacher", "clean", "train")
     # a given checkpoint is used as is and recorded with its hash
     ckpt = read_results(tmp_path / "st")["stages"]["teacher"]["net"]
-    given = run_cli([*E2E, "strategy=student_teacher", f"strategy.teacher.ckpt={ckpt}", f"hydra.run.dir={tmp_path}/st2"], tmp_path)
+    given = run_cli(
+        [*E2E, "strategy=student_teacher", f"strategy.teacher.ckpt={ckpt}", f"hydra.run.dir={tmp_path}/st2"],
+        tmp_path,
+    )
     assert given.returncode == 0, given.stderr[-3000:]
     assert stage_log(given)[1] == "ckpt"
     assert read_results(tmp_path / "st2")["stages"]["teacher"]["sha256"] == sha256_file(ckpt)
@@ -268,7 +347,14 @@ def test_student_teacher_end_to_end_after_vanilla(tmp_path: Path) -> None:
 @pytest.mark.ddp
 def test_self_distill_ddp_spawn_on_cpu(tmp_path: Path) -> None:
     result = run_cli(
-        [*E2E, "strategy=self_distill", "trainer.strategy=ddp_spawn", "trainer.devices=2", f"hydra.run.dir={tmp_path}/ddp"], tmp_path
+        [
+            *E2E,
+            "strategy=self_distill",
+            "trainer.strategy=ddp_spawn",
+            "trainer.devices=2",
+            f"hydra.run.dir={tmp_path}/ddp",
+        ],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stdout + result.stderr  # both stages really ran in two processes

@@ -15,19 +15,35 @@ def _run_dirs(tmp_path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("strategy", ["vanilla", "clean"])
 def test_cli_run_writes_complete_results(tmp_path: Path, strategy: str) -> None:
-    proc = run_cli([*TINY, f"strategy={strategy}", "trainer.max_epochs=4"], tmp_path)  # 3 epochs: 0.34-0.98 across RNG streams
+    proc = run_cli(
+        [*TINY, f"strategy={strategy}", "trainer.max_epochs=4"], tmp_path
+    )  # 3 epochs: 0.34-0.98 across RNG streams
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = _run_dirs(tmp_path)
     res = read_results(run_dir)
     assert res["status"] == "complete" and res["strategy"] == strategy
-    assert res["noise"] == {"name": "gaussian", "level_name": "sigma", "level": 0.1, "describe": "gaussian(sigma=0.1)"}
+    assert res["noise"] == {
+        "name": "gaussian",
+        "level_name": "sigma",
+        "level": 0.1,
+        "describe": "gaussian(sigma=0.1)",
+    }
     assert 0.0 <= res["test_acc"] <= 1.0 and 0.0 <= res["clean_acc"] <= 1.0
     assert res["test_acc"] > 0.4, "4-class synthetic data must be learnt above chance (0.25)"
-    assert set(res["robustness"]) == {"sigma=0", "sigma=0.05", "sigma=0.1", "sigma=0.2", "sigma=0.3", "sigma=0.5"}
+    assert set(res["robustness"]) == {
+        "sigma=0",
+        "sigma=0.05",
+        "sigma=0.1",
+        "sigma=0.2",
+        "sigma=0.3",
+        "sigma=0.5",
+    }
     assert res["robustness"]["sigma=0.1"] == res["test_acc"]  # same fixed noise, same images
     assert res["robustness"]["sigma=0"] == res["clean_acc"]
     assert res["wall_time_s"] > 0 and res["train_images_per_s"] > 0
-    assert res["config"]["strategy"]["name"] == strategy and res["config"]["trainer"]["precision"] == "32-true"
+    assert (
+        res["config"]["strategy"]["name"] == strategy and res["config"]["trainer"]["precision"] == "32-true"
+    )
     assert {"torch", "lightning", "ssd"} <= set(res["versions"])
     main = res["stages"]["main"]
     assert Path(main["checkpoints"]["last"]).exists() and Path(main["checkpoints"]["best"]).exists()
@@ -56,7 +72,13 @@ def test_rerun_of_a_complete_run_is_skipped(tmp_path: Path) -> None:
 
 def test_missing_data_fails_before_training_with_one_line(tmp_path: Path) -> None:
     proc = run_cli(
-        ["data=cifar10", "data.download=false", "data.variant=full", "logger=none", "trainer.accelerator=cpu"],
+        [
+            "data=cifar10",
+            "data.download=false",
+            "data.variant=full",
+            "logger=none",
+            "trainer.accelerator=cpu",
+        ],
         tmp_path,
         env={"SSD_DATA_DIR": str(tmp_path / "nowhere")},
         timeout=120,

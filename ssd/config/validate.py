@@ -53,9 +53,13 @@ def require_positive_int(cfg: Mapping[str, Any], key: str) -> None:
     require(_is_int(value) and value > 0, key, value, "must be an integer > 0")
 
 
-def require_number(cfg: Mapping[str, Any], key: str, low: float = float("-inf"), high: float = float("inf")) -> None:
+def require_number(
+    cfg: Mapping[str, Any], key: str, low: float = float("-inf"), high: float = float("inf")
+) -> None:
     value = _get(cfg, key)
-    require(_is_number(value) and low <= value <= high, key, value, f"must be a number in [{low:g}, {high:g}]")
+    require(
+        _is_number(value) and low <= value <= high, key, value, f"must be a number in [{low:g}, {high:g}]"
+    )
 
 
 def require_choice(cfg: Mapping[str, Any], key: str, choices: Iterable[Any]) -> None:
@@ -74,7 +78,9 @@ def _check_noise(cfg: Mapping[str, Any]) -> None:
     levels = cfg["noise"].get("eval_levels", [])
     require(
         isinstance(levels, Iterable) and not isinstance(levels, str) and all(_is_number(v) for v in levels),
-        "noise.eval_levels", levels, "must be a list of numbers",
+        "noise.eval_levels",
+        levels,
+        "must be a list of numbers",
     )
     for level in levels:
         try:
@@ -102,7 +108,12 @@ def _check_model(cfg: Mapping[str, Any]) -> None:
 def _check_trainer(cfg: Mapping[str, Any]) -> None:
     require_positive_int(cfg, "trainer.max_epochs")
     devices = _get(cfg, "trainer.devices")
-    require((_is_int(devices) and devices > 0) or devices in ("auto", -1), "trainer.devices", devices, "must be an integer > 0 or 'auto'")
+    require(
+        (_is_int(devices) and devices > 0) or devices in ("auto", -1),
+        "trainer.devices",
+        devices,
+        "must be an integer > 0 or 'auto'",
+    )
     require_positive_int(cfg, "trainer.num_nodes")
     require_choice(cfg, "trainer.precision", PRECISIONS)
     require_choice(cfg, "trainer.strategy", TRAINER_STRATEGIES)
@@ -110,7 +121,12 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
     if _is_int(devices) and devices > 1:
         world = devices * int(cfg["trainer"]["num_nodes"])
         batch = cfg["data"]["batch_size"]
-        require(batch % world == 0, "data.batch_size", batch, f"must be divisible by the number of processes ({world}): it is the global batch size")
+        require(
+            batch % world == 0,
+            "data.batch_size",
+            batch,
+            f"must be divisible by the number of processes ({world}): it is the global batch size",
+        )
 
 
 def _check_strategy(cfg: Mapping[str, Any]) -> type:
@@ -132,11 +148,18 @@ def _check_stage(cfg: Mapping[str, Any], role: str) -> None:
     from ssd.pipeline import stage_config
 
     section = _get(cfg, f"strategy.{role}")
-    require(isinstance(section, Mapping) and "strategy" in section, f"strategy.{role}", section, "must be a section with strategy, ckpt and overrides")
+    require(
+        isinstance(section, Mapping) and "strategy" in section,
+        f"strategy.{role}",
+        section,
+        "must be a section with strategy, ckpt and overrides",
+    )
     try:
         validate(stage_config(cfg, section))
     except FileNotFoundError:
-        raise ConfigError(f"strategy.{role}.strategy={section['strategy']!r} is not allowed: must name a conf/strategy/*.yaml") from None
+        raise ConfigError(
+            f"strategy.{role}.strategy={section['strategy']!r} is not allowed: must name a conf/strategy/*.yaml"
+        ) from None
     except ConfigError as err:
         raise ConfigError(f"stage {role} (strategy.{role}): {err}") from None
 
@@ -146,8 +169,18 @@ def _check_init(cfg: Mapping[str, Any]) -> None:
     init_from, eval_only = cfg.get("init_from"), cfg.get("eval_only", False)
     require(isinstance(eval_only, bool), "eval_only", eval_only, "must be true or false")
     if init_from is not None:
-        require(isinstance(init_from, str) and Path(init_from).is_file(), "init_from", init_from, "must be null or an existing net.pt or Lightning .ckpt file")
-    require(not eval_only or init_from is not None, "eval_only", eval_only, "needs init_from=<net.pt or .ckpt>: the weights to evaluate")
+        require(
+            isinstance(init_from, str) and Path(init_from).is_file(),
+            "init_from",
+            init_from,
+            "must be null or an existing net.pt or Lightning .ckpt file",
+        )
+    require(
+        not eval_only or init_from is not None,
+        "eval_only",
+        eval_only,
+        "needs init_from=<net.pt or .ckpt>: the weights to evaluate",
+    )
 
 
 def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
@@ -155,7 +188,12 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     require(_is_int(cfg.get("seed")) and cfg["seed"] >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
-    require(_is_int(cfg.get("eval_seed")) and cfg["eval_seed"] >= 0, "eval_seed", cfg.get("eval_seed"), "must be an integer >= 0")
+    require(
+        _is_int(cfg.get("eval_seed")) and cfg["eval_seed"] >= 0,
+        "eval_seed",
+        cfg.get("eval_seed"),
+        "must be an integer >= 0",
+    )
     _check_noise(cfg)
     _check_data(cfg)
     _check_model(cfg)

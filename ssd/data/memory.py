@@ -50,7 +50,9 @@ class BatchTensorDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.int64)
-        if self.x.device.type == "cuda":  # a GPU-resident split: only the indices travel, pinned (no stream sync)
+        if (
+            self.x.device.type == "cuda"
+        ):  # a GPU-resident split: only the indices travel, pinned (no stream sync)
             idx = idx.pin_memory().to(self.x.device, non_blocking=True)
         return self.x[idx], self.y[idx], idx
 
@@ -281,7 +283,11 @@ class InMemoryDataModule(L.LightningDataModule):
     def _resident_split(self, split: str) -> tuple[Tensor, Tensor]:
         """The split where batches are gathered: on the training device if resident there (copied once)."""
         x, y = self.split(split)
-        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None) if self.device_resident else None
+        device = (
+            getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+            if self.device_resident
+            else None
+        )
         if device is None or (self.device_resident == "auto" and device.type != "cuda"):
             return x, y
         key = (split, str(device))
@@ -331,7 +337,9 @@ class InMemoryDataModule(L.LightningDataModule):
             self._generators.clear()
             rank = self._world()[1]
             g = torch.Generator(device=device)
-            g.manual_seed(int(np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1))
+            g.manual_seed(
+                int(np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
+            )
             self._generators[key] = g
         return self._generators[key]
 
@@ -344,7 +352,9 @@ class InMemoryDataModule(L.LightningDataModule):
         x, y, idx = batch
         if augment:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-            x = random_crop_flip(x, self.padding, self.flip, generator=self._generator(x.device), memory_format=fmt)
+            x = random_crop_flip(
+                x, self.padding, self.flip, generator=self._generator(x.device), memory_format=fmt
+            )
         else:
             x = to_unit_float(x)
         if self.channels_last:

@@ -49,7 +49,12 @@ class NoisyImageModule(L.LightningModule):
     #: the validation metric that picks the ``best`` checkpoint (maximised).
     monitor: ClassVar[str] = "val/acc"
 
-    def __init__(self, cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module] | None = None):
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        data_info: Mapping[str, Any],
+        frozen: Mapping[str, nn.Module] | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters({"cfg": dict(cfg), "data_info": dict(data_info)})
         self.cfg = cfg
@@ -120,7 +125,9 @@ class NoisyImageModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y, _ = batch
         loss, logits, extra = self.training_loss(x, y)
-        self.train_acc.update(logits.detach(), y)  # update only: forward() would also compute a per-batch value
+        self.train_acc.update(
+            logits.detach(), y
+        )  # update only: forward() would also compute a per-batch value
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         for name, value in extra.items():
@@ -132,7 +139,10 @@ class NoisyImageModule(L.LightningModule):
         optimizer = build_optimizer(optim_cfg, self.param_groups())
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, optim_cfg["scheduler"], total, per_epoch)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_scheduler(optimizer, optim_cfg["scheduler"], total, per_epoch),
+        }
 
     def optim_config(self) -> Mapping[str, Any]:
         """``strategy.optim`` when a strategy config sets one (e.g. Adam for a denoiser), else the run's ``optim``."""
@@ -152,8 +162,14 @@ class NoisyImageModule(L.LightningModule):
         levels = [float(v) for v in self.cfg["noise"].get("eval_levels", [])]
         curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in levels}
         # what the test epoch measures: name -> noise model (deduplicated by level)
-        self.test_noises: dict[str, NoiseModel] = {"noisy": self.noise, "clean": build_noise({"name": "none"}), **curve}
-        self.test_accs = nn.ModuleList(MulticlassAccuracy(num_classes=n, average="micro") for _ in self.test_noises)
+        self.test_noises: dict[str, NoiseModel] = {
+            "noisy": self.noise,
+            "clean": build_noise({"name": "none"}),
+            **curve,
+        }
+        self.test_accs = nn.ModuleList(
+            MulticlassAccuracy(num_classes=n, average="micro") for _ in self.test_noises
+        )
 
     def _eval_logits(self, x: Tensor, idx: Tensor, noise: NoiseModel) -> Tensor:
         return self.predict_logits(fixed_noisy(noise, x, idx, int(self.cfg["eval_seed"])))
@@ -174,7 +190,9 @@ class NoisyImageModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         for name, metric in zip(self.test_noises, self.test_accs, strict=True):
-            metric_name = "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"
+            metric_name = (
+                "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"
+            )
             self.log(metric_name, metric.compute(), sync_dist=False)
             metric.reset()
 
@@ -187,12 +205,16 @@ class NoisyImageModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the (already loaded) frozen stages back so strict loading still checks the rest."""
-        checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith("frozen.")})
-
+        checkpoint["state_dict"].update(
+            {k: v for k, v in self.state_dict().items() if k.startswith("frozen.")}
+        )
 
 
 def build_classifier_from_cfg(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> nn.Module:
     """``cfg.model`` (a ``_target_``) -> classifier for this dataset."""
     return instantiate(
-        cfg["model"], num_classes=int(data_info["num_classes"]), mean=tuple(data_info["mean"]), std=tuple(data_info["std"])
+        cfg["model"],
+        num_classes=int(data_info["num_classes"]),
+        mean=tuple(data_info["mean"]),
+        std=tuple(data_info["std"]),
     )

@@ -53,5 +53,7 @@ def build_scheduler(
     ``min_lr_ratio`` is a fraction of each group's base lr, so groups with different learning
     rates (joint training) decay alike.
     """
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(sched_cfg, total_steps, steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(sched_cfg, total_steps, steps_per_epoch)
+    )
     return {"scheduler": schedule, "interval": "step", "frequency": 1}
