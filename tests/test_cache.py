@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from omegaconf import OmegaConf
 
 from ssd.cache import StageCache, sha256_file
 from ssd.pipeline import Pipeline, build_datamodule, stage_config, stage_key
-from tests.helpers import REPO, TINY, compose_cfg, read_results
+from tests.helpers import ONE_THREAD, TINY, compose_cfg, read_results, run_cli
 
 SMALL = [
     "trainer.max_epochs=1",
@@ -165,12 +164,9 @@ def test_two_processes_racing_train_one_teacher(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
-    """Two sweep jobs (lambda 0.1 and 0.3) started together: one trains the teacher, the other waits and reuses it.
+    """Two sweep jobs (lambda 0.1 and 0.3) started together: one trains the teacher, the other waits and reuses it."""
 
-    Started with Popen (not tests.helpers.run_cli, which waits for its process) so that both run at once.
-    """
-    procs = []
-    for i, lam in enumerate((0.1, 0.3)):
+    def job(i: int, lam: float) -> subprocess.CompletedProcess:
         args = [
             *TINY,
             *SMALL,
@@ -178,23 +174,11 @@ def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
             f"strategy.lambda={lam}",
             f"hydra.run.dir={tmp_path}/job{i}",
         ]
-        cmd = [
-            sys.executable,
-            "-m",
-            "ssd.run",
-            f"paths.log_dir={tmp_path}/outputs",
-            f"paths.cache_dir={tmp_path}/cache",
-            *args,
-        ]
-        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-        procs.append(
-            subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    for p in procs:
-        p.communicate(timeout=600)
-        assert p.returncode == 0
+        return run_cli(args, tmp_path, env=ONE_THREAD)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both subprocesses run at once
+        done = list(pool.map(job, (0, 1), (0.1, 0.3)))
+    assert all(p.returncode == 0 for p in done), [p.stderr[-2000:] for p in done]
     sources = sorted(read_results(tmp_path / f"job{i}")["stages"]["teacher"]["source"] for i in range(2))
     assert sources == ["cache", "train"]
     shas = {read_results(tmp_path / f"job{i}")["stages"]["teacher"]["sha256"] for i in range(2)}
