@@ -9,10 +9,10 @@ ARGS    ?=
 SWEEP   ?= experiments/cpu_compare.sh
 RUNS    ?= outputs/multiruns
 
-.PHONY: install test test-all lint format train quick sweep report bench clean
+.PHONY: install test test-all lint format train quick sweep report bench wheel clean
 
 install: $(BIN)/ssd-installed
-$(BIN)/ssd-installed: pyproject.toml Makefile tools/patch_torchvision.py
+$(BIN)/ssd-installed: pyproject.toml setup.py Makefile tools/patch_torchvision.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
@@ -49,5 +49,9 @@ report: install        ## table + plots from sweep folders: make report RUNS=out
 bench: install         ## training-step throughput of every strategy vs a hand-written loop
 	$(BIN)/python -m ssd.bench $(ARGS)
 
+wheel: install         ## dist/ssd-*.whl: `pip install` it anywhere; it carries conf/ as ssd/conf
+	$(BIN)/pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w dist .
+	rm -rf build
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

@@ -34,8 +34,9 @@ from ssd.analysis.features import feature_agreement, plot_agreement
 from ssd.cache import StageCache, sha256_file
 from ssd.models import resolve_taps
 from ssd.noise import build_noise
-from ssd.pipeline import build_datamodule, load_net_weights, stage_config, stage_key
+from ssd.pipeline import build_datamodule
 from ssd.results import read_json, write_json_atomic
+from ssd.stages import data_fingerprint, entry_name, load_net_weights, stage_config, stage_key
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.distill import FeatureDistillation
 from ssd.train import strategy_class
@@ -71,25 +72,28 @@ def run_networks(run_dir: Path, cfg: Mapping[str, Any]) -> dict[str, tuple[str, 
     return found
 
 
-def cached_teacher(cfg: Mapping[str, Any], strategy: str) -> tuple[str | None, dict[str, Any]]:
-    """The stage-cache entry of a ``strategy`` teacher trained with ``cfg``'s settings (None if absent)."""
+def cached_teacher(
+    cfg: Mapping[str, Any], strategy: str, fingerprint: Mapping[str, Any]
+) -> tuple[str | None, dict[str, Any]]:
+    """The stage-cache entry of a ``strategy`` teacher trained with ``cfg``'s settings and data (None if absent)."""
     overrides = (cfg["strategy"].get("teacher") or {}).get("overrides") or {}
     teacher_cfg = stage_config(cfg, {"strategy": strategy, "overrides": overrides})
-    key = stage_key(teacher_cfg, {})
-    hit = StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").lookup(
-        f"teacher-{strategy}-{key}"
-    )  # ssd.pipeline's entry name
+    key = stage_key(teacher_cfg, {}, fingerprint)
+    hit = StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").lookup(entry_name(teacher_cfg, key))
     return (hit["net"] if hit else None), teacher_cfg
 
 
 def find_networks(
-    cfg: Mapping[str, Any], run_dir: Path | None, explicit: Mapping[str, str | None]
+    cfg: Mapping[str, Any],
+    run_dir: Path | None,
+    explicit: Mapping[str, str | None],
+    fingerprint: Mapping[str, Any],
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Clean teacher, noisy teacher and student: explicit paths, else the run's stages, else the cache."""
     found = run_networks(run_dir, cfg) if run_dir is not None else {}
     for strategy, role in TEACHER_ROLES.items():
         if role not in found:
-            path, teacher_cfg = cached_teacher(cfg, strategy)
+            path, teacher_cfg = cached_teacher(cfg, strategy, fingerprint)
             if path:
                 found[role] = (path, teacher_cfg)
             elif not explicit.get(role):
@@ -99,7 +103,7 @@ def find_networks(
             own_cfg = (
                 dict(cfg)
                 if role == "student"
-                else cached_teacher(cfg, "clean" if role == "clean_teacher" else "vanilla")[1]
+                else cached_teacher(cfg, "clean" if role == "clean_teacher" else "vanilla", fingerprint)[1]
             )
             found[role] = (str(Path(path).resolve()), own_cfg)
     if "clean_teacher" not in found:
@@ -130,8 +134,8 @@ def analyze(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure, write ``feature_quality.json`` + ``.png`` into ``out_dir``, and return the summary."""
-    nets_found = find_networks(cfg, run_dir, explicit or {})
     datamodule, info = build_datamodule(cfg)
+    nets_found = find_networks(cfg, run_dir, explicit or {}, data_fingerprint(datamodule))
     nets = {role: load_network(path, net_cfg, info) for role, (path, net_cfg) in nets_found.items()}
     reference = nets["clean_teacher"]
     if taps is None:

@@ -179,3 +179,109 @@ class EvaluationMedia(L.Callback):
         )
         if points:
             log_curve(trainer.logger, "robustness", pl_module.noise.level_name, points)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights: the run fails instead of reporting chance."""
+
+
+#: where the current trainer is (stage folder, phase, epoch, step), kept by FiniteLossGuard for status reports
+POSITION: dict[str, Any] = {}
+
+
+def training_position() -> dict[str, Any]:
+    """A copy of the last position FiniteLossGuard saw (empty before any trainer ran)."""
+    return dict(POSITION)
+
+
+class FiniteLossGuard(L.Callback):
+    """Fail the run at the first non-finite training loss (with its epoch and step), and at the end of
+    every epoch when a weight went non-finite, before that epoch's checkpoint is written.
+
+    On CPU the loss is checked every step (free). On an accelerator the check stays on the device
+    (a running flag and the first bad step, no host sync) and is read every ``sync_every`` steps
+    and at the end of each epoch, so the hot path never waits for the device.
+
+    It also records where training is (``POSITION``: stage folder, phase, epoch, step), so a
+    failure or an interruption can say where it happened.
+    """
+
+    def __init__(self, sync_every: int = 100, deferred: bool | None = None) -> None:
+        self.sync_every = int(sync_every)
+        self.deferred = deferred  # None: deferred (no per-step sync) exactly when the loss is not on the CPU
+        self._first_bad: torch.Tensor | None = None  # device: global step of the first bad loss, or -1
+        self._bad_value: torch.Tensor | None = None
+
+    @staticmethod
+    def _where(trainer: L.Trainer, phase: str) -> None:
+        POSITION.clear()
+        POSITION.update(
+            stage_dir=str(trainer.default_root_dir),
+            phase=phase,
+            epoch=int(trainer.current_epoch),
+            step=int(trainer.global_step),
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._where(trainer, "fit")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._where(trainer, "fit")
+        self._first_bad = self._bad_value = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        POSITION["phase"] = "validation"
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._where(trainer, "test")
+
+    @staticmethod
+    def _loss(outputs: Any) -> torch.Tensor | None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        return loss if isinstance(loss, torch.Tensor) else None
+
+    def _fail(self, trainer: L.Trainer, value: float, step: int) -> None:
+        raise TrainingDiverged(
+            f"non-finite training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
+            f"(stage {trainer.default_root_dir}): the run is not trustworthy; lower optim.optimizer.lr, "
+            "set trainer.gradient_clip_val, or check the data"
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        POSITION["step"] = int(trainer.global_step)
+        loss = self._loss(outputs)
+        if loss is None:
+            return
+        loss = loss.detach()
+        step = int(trainer.global_step) - 1  # the optimizer step that just used this loss
+        if not (loss.device.type != "cpu" if self.deferred is None else self.deferred):
+            if not bool(torch.isfinite(loss).all()):
+                self._fail(trainer, float(loss.float().mean()), step)
+            return
+        bad = ~torch.isfinite(loss).all()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_value = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = self._first_bad < 0
+        self._bad_value = torch.where(bad & first, loss.float().mean(), self._bad_value)
+        self._first_bad = torch.where(bad & first, torch.full_like(self._first_bad, step), self._first_bad)
+        if self.sync_every > 0 and (batch_idx + 1) % self.sync_every == 0:
+            self._check_device_flag(trainer)
+
+    def _check_device_flag(self, trainer: L.Trainer) -> None:
+        if self._first_bad is not None and int(self._first_bad) >= 0:
+            assert self._bad_value is not None
+            self._fail(trainer, float(self._bad_value), int(self._first_bad))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_device_flag(trainer)
+        flags = [torch.isfinite(p.detach()).all() for p in pl_module.parameters() if p.is_floating_point()]
+        if flags and not bool(torch.stack(flags).all()):
+            bad = [n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+            raise TrainingDiverged(
+                f"non-finite weights after epoch {trainer.current_epoch} (stage {trainer.default_root_dir}): "
+                f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; lower optim.optimizer.lr or set "
+                "trainer.gradient_clip_val"
+            )

@@ -1,18 +1,18 @@
-"""One DDP process group per Hydra job, started by ssd itself (also inside multiruns).
+"""How a Hydra job gets its processes: torchrun starts a job's DDP ranks; all ranks share one folder.
 
-Lightning's own launcher re-runs the script's argv in every child: under a Hydra multirun
-the children inherit ``-m`` and the comma lists and start sweeps of their own (Lightning
-#11300), and the next job of the sweep inherits the first job's environment and process
-group (a ``devices=1`` job then trains on half the data). Here the job's own process is
-rank 0 and starts ranks 1..N-1 as
+Lightning's own ``ddp`` launcher re-runs the script's argv in every child: under a Hydra
+multirun the children inherit ``-m`` and the comma lists and start sweeps of their own
+(Lightning #11300), and the next job of the sweep inherits the first job's environment and
+process group (a ``devices=1`` job then trains on half the data). So a job that asks for
+several processes, when no launcher started them, is run by torchrun as
 
-    python -m ssd.run <this job's concrete overrides> hydra.run.dir=<this job's folder>
+    python -m torch.distributed.run --standalone --nproc-per-node=N \\
+        -m ssd.run <this job's concrete overrides> hydra.run.dir=<this job's folder>
 
-with the torch.distributed variables set, so Lightning treats the group as externally
-launched. Afterwards it waits for the children, destroys the process group and restores
-the environment, so the next job starts clean. Nothing is spawned where an external
-launcher (SLURM through submitit, torchrun) already started every rank, nor for
-``ddp_spawn`` (Lightning spawns those itself, from an already resolved config).
+and this process (the Hydra job) waits for it and returns the job's ``results.json``.
+torchrun picks the port, watches the ranks and stops all of them when one fails. Where a
+launcher already started every rank (torchrun, SLURM's srun, the SLURM launcher) the job runs
+in this process; ``ddp_spawn`` too (Lightning spawns those from an already resolved config).
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import socket
+import shutil
 import subprocess
 import sys
-import threading
-import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssd.config import ConfigError
-from ssd.results import read_complete_results
+from ssd.config.errors import ConfigError
+from ssd.dist import agree_on_run_dir, launch_rank, launch_world_size
+from ssd.results import read_complete_results, read_json
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +46,18 @@ SCRIPT_LAUNCHED = (
     "fsdp",
     "deepspeed",
 )
-#: variables that tell a rank ssd started what its rank 0 composed, and who rank 0 is
+#: variable that tells each rank what its launching job composed (every rank must compose the same)
 DIGEST_VAR = "SSD_CONFIG_DIGEST"
-PARENT_VAR = "SSD_RANK0_PID"
-#: seconds a rank-0 process stuck in a collective gets, after another rank died, before it is killed
-ABORT_AFTER_S = 120.0
+#: variable that gives torchrun's ranks their job's W&B group (theirs is a single run, the job's may be a sweep)
+GROUP_VAR = "SSD_RUN_GROUP"
+#: the exit status (and results.json ``exit_code``) of a config error, as ssd.run uses it
+EXIT_CONFIG_ERROR = 2
+#: seconds torchrun gets to stop its ranks after this job is interrupted
+STOP_GRACE_S = 60.0
 
 
 class RankFailed(RuntimeError):
-    """Another rank of this job's process group exited with an error."""
+    """A rank of this job's process group failed, or composed a different job."""
 
 
 def processes_per_node(trainer_cfg: Mapping[str, Any]) -> int:
@@ -83,7 +83,7 @@ def needs_script_launch(trainer_cfg: Mapping[str, Any]) -> bool:
 
 
 def externally_launched() -> bool:
-    """Every rank was started by a launcher (SLURM's srun, torchrun, ssd itself for a child rank)."""
+    """Every rank was started by a launcher (torchrun, SLURM's srun, LSF)."""
     from lightning.fabric.plugins.environments import (
         LSFEnvironment,
         SLURMEnvironment,
@@ -101,13 +101,6 @@ def config_digest(cfg: DictConfig | Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (one per job, so jobs never share a rendezvous)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def hydra_quote(value: str) -> str:
     """``value`` as a quoted Hydra override value (job folders contain ``=`` and ``,``)."""
     if "'" not in value:
@@ -117,182 +110,114 @@ def hydra_quote(value: str) -> str:
     raise ValueError(f"cannot quote {value!r} for a Hydra override (it contains both quote characters)")
 
 
-def child_command(
+def torchrun_command(
     task_overrides: Sequence[str],
     run_dir: Path,
-    rank: int,
+    nprocs: int,
     pinned: Mapping[str, Any],
     config_args: Sequence[str] = (),
 ) -> list[str]:
-    """The command of local rank ``rank``: this job only (no ``-m``), in this job's folder."""
+    """torchrun running this job only (no ``-m``, no sweep) in this job's folder on ``nprocs`` ranks."""
     pins = [f"{key}={hydra_quote(str(value))}" for key, value in pinned.items()]
     return [
         sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # its own store on a port it holds: no port race between jobs
+        f"--nproc-per-node={nprocs}",
+        "--max-restarts=0",  # a failed rank fails the job; re-running the job resumes it
         "-m",
         "ssd.run",
         *config_args,
         *task_overrides,
         *pins,
         f"hydra.run.dir={hydra_quote(str(run_dir))}",
-        "hydra.output_subdir=null",  # rank 0 writes the job's .hydra/ and config files
-        f"hydra.job.name=rank{rank}",  # this rank's log file: <run_dir>/rank<i>.log
+        "hydra.output_subdir=null",  # this job's .hydra/ is already written
     ]
 
 
-def group_env(cfg: Mapping[str, Any], nprocs: int) -> dict[str, str]:
-    """The torch.distributed variables of this node's ranks (LOCAL_RANK/RANK are set per rank)."""
-    num_nodes = int(cfg["trainer"].get("num_nodes", 1))
-    env = {
-        "WORLD_SIZE": str(nprocs * num_nodes),
-        "NODE_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-    }
-    env["SSD_LAUNCH_ID"] = uuid.uuid4().hex  # the plan.json protocol of ssd.pipeline: one id per launch
-    if num_nodes > 1:  # several nodes without SLURM/torchrun: this node's place comes from the user
-        missing = [
-            v for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SSD_LAUNCH_ID") if not os.environ.get(v)
-        ]
-        if missing:
-            raise ConfigError(
-                f"trainer.num_nodes={num_nodes} is not allowed without a cluster launcher: use hydra/launcher=slurm "
-                f"or torchrun, or set {', '.join(missing)} identically (NODE_RANK per node) on every node"
-            )
-        env.update({v: os.environ[v] for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SSD_LAUNCH_ID")})
-    return env
+#: (Linux) runs a command so that it gets SIGTERM when this process dies, even by SIGKILL
+#: (PR_SET_PDEATHSIG survives exec): torchrun then stops its ranks, so none outlives its job.
+#: Set in the child itself rather than in a ``preexec_fn``, which is unsafe in a threaded process.
+WATCH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # 1 = PR_SET_PDEATHSIG
+    "os.getppid() == int(sys.argv[1]) or sys.exit('the job process exited before its ranks started'); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
-class LocalRanks:
-    """Ranks 1..N-1 of one job on this node, and a watchdog that fails the job when one of them dies."""
+def run_torchrun(cmd: Sequence[str], env: Mapping[str, str], what: str) -> None:
+    """Run a torchrun command to its end; raise ``RankFailed`` if a rank failed.
 
-    def __init__(self, commands: list[list[str]], envs: list[dict[str, str]], first_rank: int):
-        self.procs = [subprocess.Popen(cmd, env=env) for cmd, env in zip(commands, envs, strict=True)]
-        self.first_rank = first_rank
-        self.failure: str | None = None
-        self._done = threading.Event()
-        self._main = threading.main_thread()
-        self._interruptible = threading.current_thread() is self._main
-        self._previous_handler: Any = None
-        if self._interruptible:
-            self._previous_handler = signal.signal(signal.SIGUSR1, self._raise_in_main)
-        self._watchdog = threading.Thread(target=self._watch, name="ssd-rank-watchdog", daemon=True)
-        self._watchdog.start()
-
-    def _raise_in_main(self, signum: int, frame: Any) -> None:
-        raise RankFailed(f"{self.failure}; this job is aborted")
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.5):
-            for offset, proc in enumerate(self.procs):
-                code = proc.poll()
-                if code not in (None, 0):
-                    self.failure = f"rank {self.first_rank + offset} exited with code {code}"
-                    log.error("%s; stopping the other ranks", self.failure)
-                    self.kill()
-                    if self._interruptible:
-                        signal.pthread_kill(self._main.ident, signal.SIGUSR1)
-                    if not self._done.wait(ABORT_AFTER_S):  # rank 0 is stuck in a collective
-                        log.critical(
-                            "rank 0 did not stop %.0fs after %s; killing it", ABORT_AFTER_S, self.failure
-                        )
-                        os._exit(1)
-                    return
-
-    def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def join(self, timeout_s: float = 600.0) -> None:
-        """Wait for the ranks to finish the job; raise if one failed or hangs."""
-        deadline = time.monotonic() + timeout_s
-        for offset, proc in enumerate(self.procs):
-            try:
-                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise RankFailed(
-                    f"rank {self.first_rank + offset} did not finish {timeout_s:.0f}s after rank 0"
-                ) from None
-            if code != 0:
-                self.failure = self.failure or f"rank {self.first_rank + offset} exited with code {code}"
-        if self.failure:
-            raise RankFailed(self.failure)
-
-    def close(self) -> None:
-        self._done.set()
-        if self._interruptible:
-            signal.signal(signal.SIGUSR1, self._previous_handler)
+    If this process is interrupted, torchrun gets SIGTERM (it stops its ranks) and then SIGKILL
+    after ``STOP_GRACE_S``; if it dies, torchrun gets SIGTERM (Linux, ``WATCH_PARENT``).
+    """
+    if sys.platform.startswith("linux"):
+        cmd = [sys.executable, "-c", WATCH_PARENT, str(os.getpid()), *cmd]
+    proc = subprocess.Popen(list(cmd), env=dict(env))
+    try:
+        code = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if code != 0:
+        raise RankFailed(f"{what}: torchrun exited with code {code} (a rank failed; its error is above)")
 
 
-def start_local_ranks(cfg: DictConfig, run_dir: Path) -> LocalRanks | None:
-    """Set this process up as the node's first rank and start the others (None: nothing to start)."""
+def launch_ranks(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run this Hydra job on ``trainer.devices`` ranks started by torchrun; return its results."""
     from hydra.core.hydra_config import HydraConfig
 
+    if int(cfg.trainer.get("num_nodes", 1)) > 1:
+        raise ConfigError(
+            f"trainer.num_nodes={cfg.trainer.num_nodes} is not allowed without a cluster launcher: start "
+            "every node with torchrun (--nnodes, see README 'torchrun') or use hydra/launcher=slurm"
+        )
     nprocs = processes_per_node(cfg.trainer)
-    env = group_env(cfg, nprocs)
-    node_rank = int(env["NODE_RANK"])
-    os.environ.update({**env, "LOCAL_RANK": "0", "RANK": str(node_rank * nprocs)})
-    if nprocs == 1:
-        return None
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
     config_args = [f"--config-name={hc.job.config_name}"] + [  # what the job was composed from
         f"--config-dir={source.path}"
         for source in hc.runtime.config_sources
         if source.provider == "command-line"
     ]
     pinned = {"sweep_name": cfg.sweep_name} if "sweep_name" in cfg else {}
-    digest = config_digest(cfg)
-    commands, envs = [], []
-    for local in range(1, nprocs):
-        commands.append(child_command(overrides, run_dir, local, pinned, config_args))
-        envs.append(
-            {
-                **os.environ,
-                "LOCAL_RANK": str(local),
-                "RANK": str(node_rank * nprocs + local),
-                DIGEST_VAR: digest,
-                PARENT_VAR: str(os.getpid()),
-            }
-        )
+    cmd = torchrun_command(list(hc.overrides.task), run_dir, nprocs, pinned, config_args)
+    env = {k: v for k, v in os.environ.items() if k != "SSD_LAUNCH_ID"}  # torchrun's ranks derive theirs
+    env[DIGEST_VAR] = config_digest(cfg)
+    env[GROUP_VAR] = job_group(hc, run_dir)
     log.info(
-        "job %s: starting %d more rank(s) on this node (world size %s, port %s)",
-        run_dir.name,
-        nprocs - 1,
-        env["WORLD_SIZE"],
-        env["MASTER_PORT"],
+        "job %s: torchrun starts %d ranks (rank 0 logs here, rank i to rank<i>.log)", run_dir.name, nprocs
     )
-    return LocalRanks(commands, envs, first_rank=node_rank * nprocs + 1)
+    try:
+        run_torchrun(cmd, env, f"job {run_dir}")
+    except RankFailed:
+        failed = read_json(run_dir / "results.json") or {}
+        error = str(failed.get("error", ""))
+        if failed.get("exit_code") == EXIT_CONFIG_ERROR or error.startswith("ConfigError: "):
+            raise ConfigError(
+                error.removeprefix("ConfigError: ")
+            ) from None  # the job's error, as in one process
+        raise
+    results = read_json(run_dir / "results.json")
+    if results is None:
+        raise RankFailed(f"job {run_dir}: its ranks finished but wrote no results.json")
+    return results
 
 
-def check_child_config(cfg: DictConfig) -> None:
-    """A rank started by ssd must have composed exactly the config of its rank 0."""
+def check_rank_config(cfg: DictConfig) -> None:
+    """A rank started by ``launch_ranks`` must have composed exactly the config of its job."""
     expected = os.environ.get(DIGEST_VAR)
     if expected and config_digest(cfg) != expected:
         raise RankFailed(
-            f"rank {os.environ.get('RANK')} composed a different config than rank 0 (digest {config_digest(cfg)} != "
-            f"{expected}); a value that depends on time or on the process (e.g. ${{now:...}}) differs between ranks"
+            f"rank {os.environ.get('RANK')} composed a different config than its job (digest {config_digest(cfg)} "
+            f"!= {expected}); a value that depends on time or on the process (e.g. ${{now:...}}) differs"
         )
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: this rank gets SIGTERM when its rank 0's process dies, even by SIGKILL, so no rank
-    outlives its job (waiting for a plan.json or a collective that never comes)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        raise RankFailed(f"rank 0 (pid {parent_pid}) exited before rank {os.environ.get('RANK')} started")
 
 
 def destroy_process_group() -> None:
@@ -300,34 +225,79 @@ def destroy_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-@contextlib.contextmanager
-def distributed_job(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
-    """Run one Hydra job's body as rank 0 of its own DDP group when its config asks for one.
+def run_job(cfg: DictConfig, run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one Hydra job: ``work()`` here, or on torchrun's ranks when the job asks for several
+    processes and no launcher started them; return the job's results.
 
-    Whatever the job does, afterwards the process group is gone and ``os.environ`` and the
-    torch thread count are as before, so the next job of a sweep starts clean.
+    Afterwards no process group is left and ``os.environ`` and the torch thread count are as
+    before, so the next job of a sweep starts clean.
     """
     environ, threads = dict(os.environ), torch.get_num_threads()
-    ranks: LocalRanks | None = None
     try:
-        if DIGEST_VAR in os.environ:  # a rank started by ssd.launch
-            if PARENT_VAR in os.environ:
-                die_with_parent(int(os.environ[PARENT_VAR]))
-            check_child_config(cfg)
+        check_rank_config(cfg)
         complete = cfg.get("resume", True) and read_complete_results(run_dir) is not None
         if needs_script_launch(cfg.trainer) and not externally_launched() and not complete:
-            ranks = start_local_ranks(cfg, run_dir)
-        yield
-        if ranks is not None:
-            ranks.join()
-    except BaseException:
-        if ranks is not None:
-            ranks.kill()
-        raise
+            return launch_ranks(cfg, run_dir)
+        return work()
     finally:
-        if ranks is not None:
-            ranks.close()
         destroy_process_group()
         os.environ.clear()
         os.environ.update(environ)
         torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- one folder for all ranks
+
+
+def _only_hydra_files(folder: Path) -> bool:
+    """``folder`` holds nothing but what Hydra writes when a job starts (``.hydra/``, ``*.log``)."""
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir())
+
+
+def remove_stray_run_dir(stray: Path, run_dir: Path) -> None:
+    """Remove the folder this rank's Hydra made before the ranks agreed on ``run_dir``, if it holds
+    only Hydra's start-up files; also its sweep folder, if that holds nothing else."""
+    if stray == run_dir or not stray.is_dir() or not _only_hydra_files(stray):
+        return
+    shutil.rmtree(stray, ignore_errors=True)
+    parent = stray.parent
+    if parent != run_dir.parent and parent.is_dir():
+        with contextlib.suppress(OSError):
+            if all(p.name == "multirun.yaml" for p in parent.iterdir()):
+                shutil.rmtree(parent, ignore_errors=True)
+
+
+def job_group(hydra_cfg: Any, run_dir: Path) -> str:
+    """The W&B group of the job in ``run_dir``: its sweep folder's name in a multirun, else
+    ``<run_name>/<time>``; what the launching job said for ranks torchrun started for it."""
+    from hydra.types import RunMode
+
+    if os.environ.get(GROUP_VAR):
+        return os.environ[GROUP_VAR]
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep folder: above the job's subdir
+        return run_dir.parents[len(Path(hydra_cfg.sweep.subdir).parts) - 1].name
+    return f"{run_dir.parent.name}/{run_dir.name}"
+
+
+def shared_run_dir(hydra_cfg: Any, log_dir: Path) -> Path:
+    """This job's folder, identical on every rank: rank 0's when a launcher started several.
+
+    Ranks 1.. then log to ``<folder>/rank<i>.log`` (console: warnings only) and remove the
+    folder their own Hydra made, if it differs.
+    """
+    from hydra.types import RunMode
+
+    from ssd.console import route_rank_logs
+
+    proposed = Path(hydra_cfg.runtime.output_dir)
+    if launch_world_size() <= 1:
+        return proposed
+    job = str(hydra_cfg.job.num) if hydra_cfg.mode == RunMode.MULTIRUN else "run"
+    run_dir = agree_on_run_dir(proposed, job, log_dir)
+    rank = launch_rank()
+    if rank != 0:
+        route_rank_logs(run_dir, rank)
+        if run_dir != proposed:
+            log.info("rank %d: using rank 0's folder %s instead of %s", rank, run_dir, proposed)
+            remove_stray_run_dir(proposed, run_dir)
+    return run_dir

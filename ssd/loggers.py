@@ -7,6 +7,7 @@ run with the job's exit code, so a crashed job never shows as "finished".
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import uuid
@@ -14,7 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.logger import _convert_params
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from ssd.dist import is_launch_rank_zero
@@ -53,6 +57,59 @@ def _wandb_run_id(stage_dir: Path) -> str:
     return run_id
 
 
+class _StageCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer, for a stage folder that is never empty (``plan.json``, checkpoints).
+
+    Lightning's writer warns about a non-empty folder and deletes ``metrics.csv``; here a resumed
+    stage appends to its ``metrics.csv`` (keeping its columns) and a fresh one starts a new file.
+    """
+
+    def __init__(self, log_dir: str, keep_previous: bool) -> None:
+        self.keep_previous = keep_previous  # (read by _check_log_dir_exists, which __init__ calls)
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if not self.keep_previous:
+            path.unlink()
+            return
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        self.metrics_keys = sorted(header)
+
+
+class StageCSVLogger(CSVLogger):
+    """``metrics.csv`` and ``hparams.yaml`` in the stage folder; ``resuming``: append to them."""
+
+    def __init__(self, stage_dir: Path, resuming: bool) -> None:
+        super().__init__(save_dir=str(stage_dir), name="", version="")
+        self._resuming = resuming
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _StageCSVWriter(self.log_dir, keep_previous=self._resuming)
+        return self._experiment
+
+
+class StageWandbLogger(WandbLogger):
+    """W&B with the run config logged once: at ``wandb.init`` (``config=``, top-level keys).
+
+    Strategies save ``{"cfg": <the same config>, "data_info": ...}`` as hyperparameters (for their
+    checkpoints); Lightning would add that ``cfg`` to the W&B config a second time, as ``cfg.*``.
+    """
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        params = {k: v for k, v in _convert_params(params).items() if k != "cfg"}
+        if params:
+            super().log_hyperparams(params)
+
+
 def build_logger(cfg: Mapping[str, Any], stage: str, stage_dir: Path, group: str) -> Logger | None:
     """The configured logger for one stage of a run (None for ``logger=none``)."""
     log_cfg = cfg["logger"]
@@ -60,11 +117,14 @@ def build_logger(cfg: Mapping[str, Any], stage: str, stage_dir: Path, group: str
     if name == "none":
         return None
     if name == "csv":
-        return CSVLogger(save_dir=str(stage_dir), name="", version="")
-    if name == "tensorboard":
-        return TensorBoardLogger(save_dir=str(stage_dir), name="tensorboard", version="")
+        resuming = bool(cfg.get("resume", True)) and (stage_dir / "checkpoints" / "last.ckpt").exists()
+        return StageCSVLogger(stage_dir, resuming)
+    if name == "tensorboard":  # no placeholder hp_metric=-1 (ssd logs test/acc itself)
+        return TensorBoardLogger(
+            save_dir=str(stage_dir), name="tensorboard", version="", default_hp_metric=False
+        )
     wandb_mode()
-    return WandbLogger(
+    return StageWandbLogger(
         project=log_cfg.get("project", "ssd"),
         entity=log_cfg.get("entity"),
         group=log_cfg.get("group") or group,

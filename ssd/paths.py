@@ -1,16 +1,24 @@
-"""Where ssd's own files are: the config tree (a checkout's ``conf/``)."""
+"""Where ssd's own files are: the config tree.
+
+In a checkout (and an editable install) it is the top-level ``conf/``; a wheel carries a copy
+as ``ssd/conf`` (``setup.py`` puts it there at build time).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: where to look, in order: a wheel's copy inside the package, then the checkout's conf/
+CONF_CANDIDATES = (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf")
 
 
 def conf_dir() -> Path:
-    """The ``conf/`` folder next to the package (an editable install or a checkout)."""
-    if not (CONF_DIR / "config.yaml").exists():
-        raise FileNotFoundError(
-            f"ssd's config tree was not found at {CONF_DIR}; install ssd editable from a checkout (make install)"
-        )
-    return CONF_DIR
+    """The config tree (the folder holding ``config.yaml``) of this installation of ssd."""
+    for candidate in CONF_CANDIDATES:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"ssd's config tree was not found (looked for config.yaml in {', '.join(map(str, CONF_CANDIDATES))}); "
+        "install ssd from a checkout (make install) or from a wheel built by `pip wheel .`"
+    )

@@ -1,10 +1,14 @@
-"""Multi-stage runs: train (or fetch) the stages a strategy requires, then the strategy.
+"""Multi-stage runs: plan the stages a job needs, fetch or train each, publish it, test the job.
 
 A strategy class declares the roles it needs (``requires``: e.g. ``("teacher",)``); its
 config holds one section per role (``strategy.teacher``) naming the strategy that trains
 that stage, an optional ``ckpt`` to use instead, and optional ``overrides`` of the run
-config for that stage. Stages are looked up in the shared ``StageCache`` by a key over
-everything that determines them, so a sweep over lambda or taps trains each teacher once.
+config for that stage. What a stage *is* (config, key, cache entry name, seed, weights)
+lives in ``ssd.stages``; this module only orchestrates. Every stage, the job's own main
+stage included, goes the same way: look it up (given checkpoint, this run folder, the
+stage cache), else train it, then publish it to the cache. So a ``clean`` classifier is
+trained once for every sigma and every strategy that needs one, and a ``vanilla`` run's
+network is the ``self_distill`` teacher of the same seed.
 
 Under DDP only rank 0 decides (cache hit, train, or given checkpoint) and writes the
 decision to ``<stage>/plan.json``; the other ranks follow it, so they never disagree.
@@ -13,8 +17,6 @@ decision to ``<stage>/plan.json``; the other ranks follow it, so they never disa
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -27,31 +29,33 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from ssd.cache import StageCache, sha256_file
-from ssd.config import ConfigError
-from ssd.dist import is_launch_rank_zero, wait_for_json
-from ssd.paths import conf_dir
+from ssd.config.errors import ConfigError
+from ssd.config.validate import check_batch_fits
+from ssd.console import announce_stage, stage_label
+from ssd.dist import is_launch_rank_zero, wait_for_decision
+from ssd.hardware import configure_backends, describe_hardware
 from ssd.results import package_versions, read_complete_results, read_json, write_json_atomic
-from ssd.train import build_module, strategy_class, train_stage
+from ssd.stages import (
+    data_fingerprint,
+    data_info,
+    entry_name,
+    load_net_weights,
+    net_state_dict,
+    stage_config,
+    stage_key,
+    strategy_class,
+)
+from ssd.train import build_module, train_stage
 
 log = logging.getLogger(__name__)
 
-# config keys that decide what a trained stage is (launch details like devices do not)
-KEY_TRAINER_FIELDS = ("max_epochs", "precision", "gradient_clip_val", "limit_train_batches")
-KEY_DATA_IGNORED = (
-    "eval_batch_size",
-    "channels_last",
-    "cache_dir",
-    "root",
-    "download",
-    "num_workers",
-    "limit_test",
-)
 # image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
 IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
+# what a stage record keeps of a cached stage's training (cost accounting in reports)
+CACHED_FIELDS = ("metrics", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
 
 
 def launch_id() -> str:
@@ -71,15 +75,6 @@ def launch_id() -> str:
     return os.environ["SSD_LAUNCH_ID"]
 
 
-def data_info(datamodule: L.LightningDataModule) -> dict[str, Any]:
-    return {
-        "num_classes": int(datamodule.num_classes),
-        "mean": [float(v) for v in datamodule.mean],
-        "std": [float(v) for v in datamodule.std],
-        "image_size": int(datamodule.image_size),
-    }
-
-
 def build_datamodule(cfg: Mapping[str, Any]) -> tuple[L.LightningDataModule, dict[str, Any]]:
     """Instantiate ``cfg.data`` and read the facts models need (classes, mean/std)."""
     try:
@@ -92,46 +87,13 @@ def build_datamodule(cfg: Mapping[str, Any]) -> tuple[L.LightningDataModule, dic
     return datamodule, data_info(datamodule)
 
 
-def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The full config of a required stage: the run's, with the stage's strategy and overrides."""
-    strategy_yaml = conf_dir() / "strategy" / f"{role_cfg['strategy']}.yaml"
-    if not strategy_yaml.exists():
-        raise FileNotFoundError(f"stage strategy {role_cfg['strategy']!r} has no config {strategy_yaml}")
-    base = OmegaConf.create({k: v for k, v in run_cfg.items() if k != "strategy"})
-    merged = OmegaConf.merge(
-        base, {"strategy": OmegaConf.load(strategy_yaml)}, role_cfg.get("overrides") or {}
+def count_stages(cfg: Mapping[str, Any]) -> int:
+    """How many stages a job has (itself and, recursively, what it requires): for "[i/n]" announcements."""
+    roles = strategy_class(cfg).required_roles(cfg)
+    return 1 + sum(
+        1 if cfg["strategy"][r].get("ckpt") else count_stages(stage_config(cfg, cfg["strategy"][r]))
+        for r in roles
     )
-    return OmegaConf.to_container(merged, resolve=True)
-
-
-def stage_key(cfg: Mapping[str, Any], required_keys: Mapping[str, str]) -> str:
-    """Hash of everything that determines a trained stage."""
-    cls = strategy_class(cfg)
-    data = {k: v for k, v in cfg["data"].items() if k not in KEY_DATA_IGNORED}
-    noise = {k: v for k, v in cfg["noise"].items() if k != "eval_levels"} if cls.trains_on_noise else None
-    versions = package_versions()
-    payload = {
-        "data": data,
-        "noise": noise,
-        "model": cfg["model"],
-        "strategy": cfg["strategy"],
-        "optim": cfg["optim"],
-        "trainer": {k: cfg["trainer"].get(k) for k in KEY_TRAINER_FIELDS},
-        "seed": cfg["seed"],
-        "requires": dict(required_keys),
-        "versions": {k: versions[k] for k in ("ssd", "torch", "lightning")},
-    }
-    payload.update({section: cfg[section] for section in cls.config_sections})  # e.g. the denoiser network
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def load_net_weights(module_net: nn.Module, path: str | Path) -> None:
-    """Load a stage's network from ``net.pt`` (a state_dict) or from a Lightning ``.ckpt``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:  # a Lightning checkpoint of a whole strategy module
-        state = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    module_net.load_state_dict(state)
 
 
 class Pipeline:
@@ -141,10 +103,14 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = run_dir
         self.group = group
-        self.cache = StageCache(Path(cfg["paths"]["cache_dir"]) / "stages")
+        paths = cfg["paths"]
+        self.cache = StageCache(Path(paths["cache_dir"]) / "stages", lock=paths.get("cache_lock", "file"))
         self.launch = launch_id()
         self.datamodule: L.LightningDataModule | None = None
-        self.info: dict[str, Any] = {}
+        self.data_info: dict[str, Any] = {}
+        self.fingerprint: dict[str, Any] = {}
+        self.total_stages = 1
+        self.stage_number = 0
 
     # ------------------------------------------------------------------ stages
     def required(
@@ -156,7 +122,8 @@ class Pipeline:
         for role in strategy_class(cfg).required_roles(cfg):
             role_cfg = cfg["strategy"][role]
             sub_cfg = stage_config(cfg, role_cfg)
-            frozen[role], records[role] = self.obtain(role, role_cfg, sub_cfg, base_dir / role)
+            module, records[role] = self.stage(role, sub_cfg, base_dir / role, ckpt=role_cfg.get("ckpt"))
+            frozen[role] = module.net
         return frozen, records
 
     def _decide(self, plan_path: Path, decide: Any) -> dict[str, Any]:
@@ -165,38 +132,60 @@ class Pipeline:
             plan = {**decide(), "launch": self.launch}
             write_json_atomic(plan_path, plan)
             return plan
-        while True:
-            plan = wait_for_json(
-                plan_path, timeout_s=self.cache.lock_timeout_s
-            )  # as long as rank 0 may wait for a stage lock
-            if plan.get("launch") == self.launch:
-                return plan
-            time.sleep(0.2)  # a plan left by an earlier launch of this run folder
+        # minutes for a decision; as long as a stage lock may take while rank 0 says it waits for one
+        return wait_for_decision(plan_path, self.launch, pending_timeout_s=self.cache.lock_timeout_s)
 
-    def obtain(
-        self, role: str, role_cfg: Mapping[str, Any], cfg: dict[str, Any], stage_dir: Path
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        """A frozen network for ``role``: from a given checkpoint, this run's folder, the cache, or training."""
-        sub_frozen, sub_records = self.required(cfg, stage_dir)
-        key = stage_key(cfg, {r: rec["key"] for r, rec in sub_records.items()})
-        name = f"{role}-{cfg['strategy']['name']}-{key}"
-        module = build_module(cfg, self.info, sub_frozen)
+    def _publish(
+        self, name: str | None, key: str, cfg: Mapping[str, Any], stage_dir: Path, result: dict
+    ) -> None:
+        """Rank 0: the stage's weights and record into its folder, then (best effort) into the cache.
+
+        ``name`` None: a stage that is not cached (started from ``init_from``, or trains nothing).
+        """
+        tmp = stage_dir / ".net.pt.tmp"
+        torch.save(result.pop("_state_dict"), tmp)
+        os.replace(tmp, stage_dir / "net.pt")  # never a half-written net.pt
+        write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
+        if name is None:
+            return
+        meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
+        meta.update({k: result.get(k) for k in CACHED_FIELDS if k in result})
+        publish = getattr(self.cache, "try_publish", self.cache.publish)
+        publish(name, stage_dir / "net.pt", meta)
+
+    def stage(
+        self, role: str, cfg: Mapping[str, Any], stage_dir: Path, ckpt: str | None = None, main: bool = False
+    ) -> tuple[Any, dict[str, Any]]:
+        """A stage's trained module and its record: from ``ckpt``, this run's folder, the cache, or training.
+
+        The main stage is always tested here, at the job's own noise and evaluation settings, even when
+        its weights come from the cache; a required stage found ready is not re-tested.
+        """
+        sub_frozen, sub_records = self.required(cfg, stage_dir if not main else self.run_dir)
+        key = stage_key(cfg, {r: rec["key"] for r, rec in sub_records.items()}, self.fingerprint)
+        name = entry_name(cfg, key)
+        cacheable = not (main and (cfg.get("init_from") or cfg.get("eval_only")))
+        cacheable = cacheable and strategy_class(cfg).trains(cfg)
         record: dict[str, Any] = {
             "role": role,
             "strategy": cfg["strategy"]["name"],
             "key": key,
+            "name": name,
             "requires": sub_records,
         }
         stage_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.cache.lock(name) if is_launch_rank_zero() else None
+        lock = self.cache.lock(name) if is_launch_rank_zero() and cacheable else None
 
         def decide() -> dict[str, Any]:
-            if role_cfg.get("ckpt"):
-                return {"source": "ckpt", "net": str(Path(role_cfg["ckpt"]).resolve())}
+            if ckpt:
+                return {"source": "ckpt", "net": str(Path(ckpt).resolve())}
             done = read_json(stage_dir / "stage.json")
             if done and done.get("key") == key and (stage_dir / "net.pt").exists():
                 return {"source": "run", "net": str(stage_dir / "net.pt")}
-            assert lock is not None
+            if lock is None:
+                return {"source": "train"}
+            # tells the other ranks rank 0 is alive while it may wait for another job training this stage
+            write_json_atomic(stage_dir / "plan.json", {"launch": self.launch, "pending": f"lock {name}"})
             lock.acquire()  # held until this stage is published (or the job fails)
             hit = self.cache.lookup(name)
             if hit is not None:
@@ -204,125 +193,159 @@ class Pipeline:
                 return {
                     "source": "cache",
                     "net": hit["net"],
-                    "cached": {k: hit.get(k) for k in ("metrics", "created")},
+                    "cached": {k: hit.get(k) for k in CACHED_FIELDS},
                 }
             return {"source": "train"}
 
         try:
             plan = self._decide(stage_dir / "plan.json", decide)
-            log.info("stage %s (%s): key %s -> %s", role, cfg["strategy"]["name"], key, plan["source"])
-            if plan["source"] == "train":
+            self.stage_number += 1
+            needs = ", ".join(f"{r} {rec['strategy']}" for r, rec in sub_records.items())
+            label = stage_label(self.stage_number, self.total_stages, role, cfg["strategy"]["name"])
+            announce_stage(
+                self.stage_number,
+                self.total_stages,
+                role,
+                cfg["strategy"]["name"],
+                plan["source"],
+                key,
+                teacher=needs or None,
+            )
+            weights = None if plan["source"] == "train" else Path(plan["net"])
+            if weights is None or main:
                 module, result = train_stage(
-                    cfg, role, stage_dir, self.datamodule, self.info, sub_frozen, self.group
+                    cfg, role, stage_dir, self.datamodule, self.data_info, sub_frozen, self.group, weights, label
                 )
                 record.update(result)
-                if is_launch_rank_zero():
-                    torch.save(module.net.state_dict(), stage_dir / "net.pt")
-                    meta = {
-                        "key": key,
-                        "name": name,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "metrics": result["metrics"],
-                        "config": cfg,
-                    }
-                    self.cache.publish(name, stage_dir / "net.pt", meta)
-                    write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
-                net_path = stage_dir / "net.pt"
             else:
-                net_path = Path(plan["net"])
-                load_net_weights(module.net, net_path)
-                record.update(
-                    (read_json(stage_dir / "stage.json") or {})
-                    if plan["source"] == "run"
-                    else plan.get("cached") or {}
-                )
-                metrics = record.get("metrics") or {}  # the same accuracy fields as a freshly trained stage
-                record.setdefault("test_acc", metrics.get("test/acc"))
-                record.setdefault("clean_acc", metrics.get("test/acc_clean"))
+                module = build_module(cfg, self.data_info, sub_frozen)
+                load_net_weights(module.net, weights)
+            if plan["source"] == "train" and is_launch_rank_zero():
+                result["_state_dict"] = net_state_dict(module.net)
+                self._publish(name if cacheable else None, key, cfg, stage_dir, result)
+                weights = stage_dir / "net.pt"
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()
+        if plan["source"] != "train":  # what the stage's own training measured, and (required stages) tested
+            if plan["source"] == "run":
+                known = read_json(stage_dir / "stage.json") or {}
+            else:
+                known = plan.get("cached") or {}
+            # the main stage keeps its fresh test metrics; its training cost is the original training's
+            fields = ("fit_seconds", "epochs", "train_images_per_s", "created") if main else CACHED_FIELDS
+            record.update({f: known[f] for f in fields if f in known})
+            metrics = record.get("metrics") or {}
+            record.setdefault("test_acc", metrics.get("test/acc"))
+            record.setdefault("clean_acc", metrics.get("test/acc_clean"))
+        weights = weights if weights is not None else stage_dir / "net.pt"
         record.update(
             {
                 "source": plan["source"],
-                "net": str(net_path),
-                "sha256": sha256_file(net_path) if net_path.exists() else None,
+                "net": str(weights),
+                "sha256": sha256_file(weights) if weights.exists() else None,
             }
         )
-        return module.net, record
+        return module, record
 
     # ------------------------------------------------------------------ the job
     def run(self) -> dict[str, Any]:
-        """Train the whole pipeline and write ``results.json``; returns the results."""
+        """Run the whole pipeline; returns the results (``run_pipeline`` writes them)."""
         cfg = self.cfg
         start = time.perf_counter()
-        self.datamodule, self.info = build_datamodule(cfg)
-        frozen, records = self.required(cfg, self.run_dir)
-        main_dir = self.run_dir / "main"
-        job_type = "student" if "teacher" in records else "main"  # W&B job type next to the teacher stage's
-        module, main = train_stage(cfg, job_type, main_dir, self.datamodule, self.info, frozen, self.group)
-        main_key = stage_key(cfg, {r: rec["key"] for r, rec in records.items()})
-        if is_launch_rank_zero():
-            torch.save(module.net.state_dict(), main_dir / "net.pt")
-            if not strategy_class(cfg).required_roles(cfg) and not cfg.get(
-                "init_from"
-            ):  # a plain classifier trained here: later pipelines may reuse it as a stage
-                name = f"teacher-{cfg['strategy']['name']}-{main_key}"
-                if self.cache.lookup(name) is None:
-                    with self.cache.lock(name):
-                        if self.cache.lookup(name) is None:
-                            self.cache.publish(
-                                name,
-                                main_dir / "net.pt",
-                                {"key": main_key, "name": name, "metrics": main["metrics"], "config": cfg},
-                            )
+        trainer_cfg = cfg["trainer"]
+        configure_backends(str(trainer_cfg["accelerator"]), deterministic=bool(cfg.get("deterministic")))
+        self.datamodule, self.data_info = build_datamodule(cfg)
+        self.fingerprint = data_fingerprint(self.datamodule)
+        splits = self.fingerprint["splits"]  # a batch larger than the training set fails here, before training
+        check_batch_fits(cfg, splits["train"] + splits.get("val", 0), "data")
+        self.total_stages = count_stages(cfg)
+        job_type = "student" if "teacher" in strategy_class(cfg).required_roles(cfg) else "main"
+        module, main = self.stage(job_type, cfg, self.run_dir / "main", main=True)
+        records = main.pop("requires")
         noise = module.noise
-        results = {
+        return {
             "status": "complete",
             "strategy": cfg["strategy"]["name"],
+            "method": strategy_class(cfg).method_label(cfg),
             "run_dir": str(self.run_dir),
             "seed": cfg["seed"],
+            "stage_seed": main.get("stage_seed"),
             "noise": {
                 "name": cfg["noise"]["name"],
                 "level_name": noise.level_name,
                 "level": noise.level,
                 "describe": noise.describe(),
             },
+            "data": {"source": str(self.datamodule.source), **self.fingerprint},
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
             "robustness": main["robustness"],
             **{k: main["metrics"][f"test/{k}"] for k in IMAGE_METRICS if f"test/{k}" in main["metrics"]},
             "wall_time_s": time.perf_counter() - start,
             "train_images_per_s": main["train_images_per_s"],
-            "stages": {**records, "main": {**main, "key": main_key, "net": str(main_dir / "net.pt")}},
+            "threads": torch.get_num_threads(),  # bit-exact reproduction holds at equal thread counts
+            "hardware": describe_hardware(str(trainer_cfg["precision"]), str(trainer_cfg["accelerator"])),
+            "stages": {**records, "main": main},
             "config": cfg,
             "versions": package_versions(),
         }
-        return results
 
 
 def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str, Any]:
     """Run a job into ``run_dir`` unless it is already complete there; write results.json atomically.
 
-    A failed job records ``status: failed`` (never over a complete result), so a report lists it.
+    A job that does not finish records why (never over a complete result), so a report lists it:
+    ``status: interrupted`` for a signal or Ctrl-C, ``status: failed`` with the error otherwise,
+    both with the stage, epoch and step it stopped in.
     """
+    from ssd.callbacks import POSITION
+    from ssd.results import runtime_facts
+
     done = read_complete_results(run_dir)
     if done is not None and cfg.get("resume", True):
         log.info("%s is complete; skipping (resume=false to rerun)", run_dir)
         return done
+    POSITION.clear()  # where training is, kept by FiniteLossGuard (a sweep runs many jobs in one process)
     try:
         results = Pipeline(cfg, run_dir, group).run()
-    except Exception as err:
+    except BaseException as err:
         if is_launch_rank_zero() and read_complete_results(run_dir) is None:
-            write_json_atomic(
-                run_dir / "results.json",
-                {
-                    "status": "failed",
-                    "error": f"{type(err).__name__}: {err}",
-                    "config": copy.deepcopy(dict(cfg)),
-                },
-            )
+            write_json_atomic(run_dir / "results.json", unfinished_results(cfg, run_dir, err))
         raise
     if is_launch_rank_zero():
+        results = {**results, **{k: v for k, v in runtime_facts().items() if k not in results}}
         write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def unfinished_results(cfg: Mapping[str, Any], run_dir: Path, err: BaseException) -> dict[str, Any]:
+    """``results.json`` of a job that stopped early: why, and where (stage, phase, epoch, step)."""
+    import signal
+
+    from ssd.callbacks import training_position
+    from ssd.interrupt import exit_code_of
+    from ssd.results import runtime_facts
+
+    code = exit_code_of(err)
+    if code is None and isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
+        code = exit_code_of(err.__context__)  # Lightning turns Ctrl-C into sys.exit(1)
+    where = training_position()
+    stage_dir = where.pop("stage_dir", None)
+    if stage_dir is not None:
+        stage = os.path.relpath(stage_dir, run_dir)
+        where["stage"] = stage_dir if stage.startswith("..") else stage
+    record: dict[str, Any] = {"status": "interrupted" if code else "failed"}
+    if code:
+        record.update(
+            {
+                "error": f"interrupted by {signal.Signals(code - 128).name}",
+                "exit_code": code,
+                "resume": "run the same command into this folder: it resumes from the last checkpoint",
+            }
+        )
+    else:
+        record["error"] = f"{type(err).__name__}: {err}"
+        if isinstance(err, ConfigError):  # found only once the data was there (e.g. no data)
+            record["exit_code"] = 2
+    return {**record, **where, **runtime_facts(), "config": copy.deepcopy(dict(cfg))}

@@ -13,12 +13,40 @@ from typing import Any
 PACKAGES = ("ssd", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable way is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file (0666 minus the umask): what a shared cache needs."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` gives a new folder (0777 minus the umask)."""
+    return 0o777 & ~current_umask()
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
+    """Write JSON to a temporary file in the same folder, then rename it over ``path``.
+
+    The file gets the user's umask like any ``open()``ed file (``mkstemp`` alone makes it
+    owner-only, which breaks a cache or a results folder shared by a group).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as handle:
             json.dump(obj, handle, indent=2, sort_keys=False, default=str)
             handle.write("\n")
@@ -45,6 +73,23 @@ def read_complete_results(run_dir: str | Path) -> dict[str, Any] | None:
     """``results.json`` of a finished run, or None when the run is missing, failed or incomplete."""
     data = read_json(Path(run_dir) / "results.json")
     return data if data and data.get("status") == "complete" else None
+
+
+def read_status(run_dir: str | Path) -> str | None:
+    """The ``status`` of the run in ``run_dir`` (complete, failed, interrupted, superseded), None if none."""
+    data = read_json(Path(run_dir) / "results.json")
+    return data.get("status") if data else None
+
+
+def runtime_facts() -> dict[str, Any]:
+    """What a bit-exact comparison of two results needs besides the config: torch's thread counts."""
+    import torch
+
+    return {
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def package_versions() -> dict[str, str]:

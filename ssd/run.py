@@ -1,22 +1,43 @@
 """``python -m ssd.run``: compose the config with Hydra, validate it, run the job.
 
 Thin on purpose: ``train(cfg)`` does the work and returns the results dict, so tests
-and notebooks call it directly with a composed config.
+and notebooks call it directly with a composed config; ``execute`` is the job exactly as the
+command line runs it, returning its exit status:
+
+* 0: complete (or already complete in its folder, and skipped);
+* 1: failed (``results.json`` ``status: failed`` with the error);
+* 2: a config error, before any data is read or any network is built;
+* 130 / 143: interrupted by SIGINT / SIGTERM (``status: interrupted``, stage and epoch).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssd.config import ConfigError, validate
+from ssd.config.validate import check_writable
 from ssd.dist import is_launch_rank_zero
-from ssd.launch import distributed_job
+from ssd.interrupt import exit_code_of, handle_signals, signal_name_of
+from ssd.launch import run_job
+from ssd.paths import conf_dir
+from ssd.results import read_status, write_json_atomic
+from ssd.rundir import holds_a_run, prepare_run_dir
+
+#: exit status of a config error (argparse's convention for bad usage)
+EXIT_CONFIG_ERROR = 2
+#: set while a job runs: its folder was checked and recorded by the launching process (ssd.rundir)
+PREPARED_VAR = "SSD_RUN_DIR_PREPARED"
 
 log = logging.getLogger("ssd")
 
@@ -30,20 +51,32 @@ def resolve_auto(cfg: DictConfig) -> None:
     cfg.trainer.channels_last = resolve_channels_last(cfg.trainer.channels_last, accelerator)
 
 
-def run_dir_and_group() -> tuple[Path, str]:
-    """This job's output folder and its W&B group (the sweep folder for multiruns)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def run_dir_and_group(cfg: DictConfig | None = None) -> tuple[Path, str]:
+    """This job's output folder and its W&B group (the sweep folder for multiruns).
 
+    Where a launcher (torchrun, srun) started several processes, each composed its own folder
+    from ``${now:...}``: all take rank 0's (``ssd.launch.shared_run_dir``, through files in
+    ``cfg.paths.log_dir`` where torchrun's store is not there), and ranks 1.. log to
+    ``rank<i>.log`` there. Also quiets the console (``ssd.console.setup``).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from ssd.console import setup as setup_console
+    from ssd.launch import job_group, shared_run_dir
+
+    setup_console()
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    if hc.mode == RunMode.MULTIRUN:
-        return run_dir, Path(hc.sweep.dir).name
-    return run_dir, f"{run_dir.parent.name}/{run_dir.name}"
+    log_dir = Path(cfg.paths.log_dir) if cfg is not None else Path(hc.runtime.cwd)
+    run_dir = shared_run_dir(hc, log_dir)
+    return run_dir, job_group(hc, run_dir)
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None) -> dict[str, Any]:
-    """Validate ``cfg`` and run its pipeline into ``run_dir``; return the results."""
+    """Validate ``cfg`` and run its pipeline into ``run_dir``; return the results.
+
+    Before anything is written, rank 0 checks that ``run_dir`` holds this config or nothing
+    (``ssd.rundir``: a ConfigError naming the keys that differ; ``resume=false`` starts over).
+    """
     from ssd.pipeline import run_pipeline
 
     validate(cfg)
@@ -51,9 +84,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None
     if run_dir is None:
         run_dir, group = run_dir_and_group()
     container = OmegaConf.to_container(cfg, resolve=True)
-    if is_launch_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(container), run_dir / "config.resolved.yaml")
+    record_run_config(container, run_dir)
     results = run_pipeline(container, run_dir, group or run_dir.name)
     if is_launch_rank_zero():
         log.info(
@@ -66,18 +97,111 @@ def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the noisy test accuracy (for Hydra sweepers)."""
+def record_run_config(container: dict[str, Any], run_dir: Path) -> None:
+    """Rank 0, once per launch: the folder holds this config or nothing (``ssd.rundir``), then
+    ``run.json`` and ``config.resolved.yaml`` say so. Skipped in the ranks torchrun started for a
+    job whose launching process did it already."""
+    if not is_launch_rank_zero() or os.environ.get(PREPARED_VAR) == str(run_dir):
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(container, run_dir)  # a ConfigError for another config's folder; resume=false starts over
+    OmegaConf.save(OmegaConf.create(container), run_dir / "config.resolved.yaml")  # only once it matches
+
+
+@contextlib.contextmanager
+def prepared(run_dir: Path) -> Iterator[None]:
+    """Tell this job's code (and the ranks it starts) that ``run_dir`` is checked and recorded."""
+    before = os.environ.get(PREPARED_VAR)
+    os.environ[PREPARED_VAR] = str(run_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PREPARED_VAR, None)
+        else:
+            os.environ[PREPARED_VAR] = before
+
+
+def record_config_error(err: ConfigError, cfg: DictConfig, run_dir: Path) -> None:
+    """Explain a config error in the folder Hydra already made for the job (``status: failed``),
+    unless the folder holds an earlier run, which stays as it was."""
+    log.error("config error: %s", err)
+    if not is_launch_rank_zero() or not run_dir.is_dir() or holds_a_run(run_dir):
+        return
+    try:
+        config: Any = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - the error may be an unresolvable value itself
+        config = OmegaConf.to_container(cfg, resolve=False)
+    write_json_atomic(
+        run_dir / "results.json",
+        {
+            "status": "failed",
+            "error": f"ConfigError: {err}",
+            "exit_code": EXIT_CONFIG_ERROR,
+            "config": config,
+        },
+    )
+
+
+def execute(cfg: DictConfig, run_dir: Path, group: str) -> tuple[int, dict[str, Any] | None]:
+    """Run one job as ``python -m ssd.run`` does; return (exit status, results or None).
+
+    See the module docstring for the exit statuses. Errors other than config errors and
+    interruptions propagate (Hydra prints them; exit status 1).
+    """
     try:
         validate(cfg)  # before any other rank is started
-        run_dir, group = run_dir_and_group()
-        with distributed_job(cfg, run_dir):  # ssd.launch: this job's own DDP group, when it asks for one
-            results = train(cfg, run_dir, group)
+        resolved = copy.deepcopy(cfg)  # the job's cfg stays as composed: its ranks compare digests of it
+        resolve_auto(resolved)
+        record_run_config(OmegaConf.to_container(resolved, resolve=True), run_dir)
+        with prepared(run_dir):  # ssd.launch: the job here, or on torchrun's ranks when it asks for several
+            return 0, run_job(cfg, run_dir, lambda: train(cfg, run_dir, group))
     except ConfigError as err:
+        record_config_error(err, cfg, run_dir)
         print(f"ssd: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return results.get("test_acc")
+        return EXIT_CONFIG_ERROR, None
+    except BaseException as err:
+        code = exit_code_of(err)
+        if code is None:
+            raise
+        recorded = (
+            "results.json status: interrupted" if read_status(run_dir) == "interrupted" else "before it began"
+        )
+        print(
+            f"ssd: {signal_name_of(err)} received: the run stopped ({recorded}); "
+            f"run the same command again to resume it from its last checkpoint ({run_dir})",
+            file=sys.stderr,
+        )
+        return code, None
+
+
+class OutputFolderCheck(Callback):
+    """Hydra callback: an output folder that cannot be written is a config error (exit 2), found
+    before Hydra makes the job folder (which would otherwise fail with a traceback)."""
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        try:
+            check_writable(OmegaConf.select(config, key), key)
+        except ConfigError as err:
+            print(f"ssd: config error: {err}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG_ERROR)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")  # checkout or wheel
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the noisy test accuracy (for Hydra sweepers)."""
+    run_dir, group = run_dir_and_group(cfg)
+    with handle_signals():  # SIGTERM / SIGINT -> status interrupted, exit 143 / 130
+        code, results = execute(cfg, run_dir, group)
+    if code:
+        sys.exit(code)
+    return (results or {}).get("test_acc")
 
 
 if __name__ == "__main__":

@@ -15,51 +15,28 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from torch import nn
 
-from ssd.callbacks import EpochSamples, EpochSeed, EvaluationMedia, FailAtEpoch, TrainThroughput
+from ssd.callbacks import (
+    EpochSamples,
+    EpochSeed,
+    EvaluationMedia,
+    FailAtEpoch,
+    FiniteLossGuard,
+    TrainThroughput,
+)
+from ssd.console import OneLineSummary, StageRichBar, StageTQDMBar
+from ssd.console import setup as setup_console
+from ssd.hardware import resolve_channels_last, resolve_precision  # noqa: F401 (re-exported)
 from ssd.loggers import build_logger, finish_logger
+from ssd.stages import load_net_weights, stage_seed, strategy_class
 from ssd.strategies.base import NoisyImageModule
 
 log = logging.getLogger(__name__)
 
 # keys of the `trainer` config that ssd handles itself instead of passing to lightning.Trainer
 SSD_TRAINER_KEYS = ("precision", "channels_last", "compile")
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU (AVX512-BF16 or AMX); without it bf16 autocast is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def uses_cuda(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where the device computes bf16 natively, else 16-mixed (CUDA) or 32-true."""
-    if precision != "auto":
-        return precision
-    if uses_cuda(accelerator):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-def resolve_channels_last(value: Any, accelerator: str) -> bool:
-    """``auto`` -> channels_last for CUDA and for CPUs with native bf16 (oneDNN prefers NHWC)."""
-    if value != "auto":
-        return bool(value)
-    return uses_cuda(accelerator) or cpu_supports_bf16()
-
-
-def strategy_class(cfg: Mapping[str, Any]) -> type[NoisyImageModule]:
-    return get_class(cfg["strategy"]["_target_"])
 
 
 def build_module(
@@ -77,18 +54,29 @@ def build_module(
     return module
 
 
-def _progress_bar() -> L.Callback:
-    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI."""
+def _progress_bar(label: str | None = None) -> L.Callback:
+    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI; named by
+    ``label`` (the stage, e.g. "[1/2] teacher vanilla") where given."""
     if sys.stdout.isatty():
-        return RichProgressBar(refresh_rate=10)
-    return TQDMProgressBar(refresh_rate=50)
+        return RichProgressBar(refresh_rate=10) if label is None else StageRichBar(label, refresh_rate=10)
+    return TQDMProgressBar(refresh_rate=50) if label is None else StageTQDMBar(label, refresh_rate=50)
 
 
 def build_trainer(
-    cfg: Mapping[str, Any], stage_dir: Path, logger: Any, extra_callbacks: list[L.Callback]
+    cfg: Mapping[str, Any],
+    stage_dir: Path,
+    logger: Any,
+    extra_callbacks: list[L.Callback],
+    stage_label: str | None = None,
 ) -> L.Trainer:
-    """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks."""
+    """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks.
+
+    ``stage_label`` names the stage on its progress bars. The model summary is one line
+    (``ssd.console.OneLineSummary``) unless ``trainer.enable_model_summary`` asks for Lightning's table.
+    """
+    setup_console()
     trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in SSD_TRAINER_KEYS}
+    trainer_kwargs.setdefault("enable_model_summary", False)
     has_val = bool(cfg["data"].get("val_size", 0))
     # last.ckpt after EVERY epoch (what a re-run resumes from): Lightning's save_last only
     # refreshes it in epochs that also save a top-k checkpoint, i.e. never without validation
@@ -112,7 +100,9 @@ def build_trainer(
         )
         callbacks.insert(0, best)
     if cfg["trainer"].get("enable_progress_bar", True):
-        callbacks.append(_progress_bar())
+        callbacks.append(_progress_bar(stage_label))
+    if not trainer_kwargs["enable_model_summary"]:
+        callbacks.append(OneLineSummary())
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if not has_val:
@@ -136,30 +126,47 @@ def train_stage(
     data_info: Mapping[str, Any],
     frozen: Mapping[str, nn.Module],
     group: str,
+    weights: str | Path | None = None,
+    label: str | None = None,
 ) -> tuple[NoisyImageModule, dict[str, Any]]:
-    """Fit (resuming from ``last.ckpt`` when present) and test one stage; return (module, metrics)."""
+    """Fit (resuming from ``last.ckpt`` when present) and test one stage; return (module, metrics).
+
+    Every random stream of the stage (initial weights, data order, augmentation, training noise,
+    global RNGs) derives from ``stage_seed(cfg)``, so a teacher and its student never share them.
+    ``weights``: a trained network of this stage (e.g. from the stage cache) to test instead of training.
+    ``label``: the stage's name on its progress bars (``[1/2] teacher vanilla``).
+    """
     stage_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    seed = stage_seed(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule.seed = seed  # the datamodule protocol: its training streams' seed, set per stage
     module = build_module(cfg, data_info, frozen)
     is_main = stage_dir.name == "main"  # the run's own stage (its W&B job type may say "student")
-    if is_main and cfg.get("init_from"):
-        from ssd.pipeline import load_net_weights  # (ssd.pipeline imports this module)
-
-        load_net_weights(module.net, cfg["init_from"])
-        log.info("stage %s: network initialised from %s", stage, cfg["init_from"])
+    init = weights or (cfg.get("init_from") if is_main else None)
+    if init:
+        load_net_weights(module.net, init)
+        log.info("stage %s: network loaded from %s", stage, init)
+    evaluate_only = weights is not None or (is_main and cfg.get("eval_only"))
     logger = build_logger(cfg, stage, stage_dir, group)
     throughput, samples = TrainThroughput(), EpochSamples()
-    extra = [throughput, samples, EpochSeed(int(cfg["seed"])), EvaluationMedia(), *FailAtEpoch.from_env()]
-    trainer = build_trainer(cfg, stage_dir, logger, extra)
+    extra = [
+        throughput,
+        samples,
+        EpochSeed(seed),
+        FiniteLossGuard(),  # a NaN/inf loss or weight fails the stage, never publishes it
+        EvaluationMedia(),
+        *FailAtEpoch.from_env(),
+    ]
+    trainer = build_trainer(cfg, stage_dir, logger, extra, stage_label=label)
     last = stage_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if cfg.get("resume", True) and last.exists() else None
+    resume_from = str(last) if cfg.get("resume", True) and last.exists() and not evaluate_only else None
     if resume_from:
         log.info("stage %s: resuming from %s", stage, resume_from)
     exit_code = 1
     try:
         start = time.perf_counter()
-        if is_main and cfg.get("eval_only"):
-            log.info("stage %s: eval_only: evaluating %s without training", stage, cfg.get("init_from"))
+        if evaluate_only:
+            log.info("stage %s: evaluating %s without training", stage, init)
         elif strategy_class(cfg).trains(cfg):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         else:
@@ -173,6 +180,7 @@ def train_stage(
     result = {
         "stage": stage,
         "strategy": cfg["strategy"]["name"],
+        "stage_seed": seed,
         "metrics": metrics,
         "test_acc": metrics.get("test/acc"),
         "clean_acc": metrics.get("test/acc_clean"),

@@ -16,8 +16,9 @@ from ssd.analysis import TapAgreement, feature_agreement, linear_gram, unbiased_
 from ssd.analyze_features import main as analyze_main
 from ssd.cache import StageCache, sha256_file
 from ssd.noise import build_noise
-from ssd.pipeline import build_datamodule, stage_config, stage_key
+from ssd.pipeline import build_datamodule
 from ssd.results import write_json_atomic
+from ssd.stages import data_fingerprint, entry_name, stage_config, stage_key
 from ssd.strategies.base import build_classifier_from_cfg
 from tests.helpers import TINY, compose_cfg
 
@@ -122,9 +123,10 @@ def test_command_on_a_run_folder(fake_run: Path, capsys: pytest.CaptureFixture[s
 def test_clean_teacher_found_in_the_stage_cache(fake_run: Path, tmp_path: Path) -> None:
     """A student_teacher or clean run with the same settings left a clean teacher in the cache: found by its key."""
     cfg = OmegaConf.to_container(OmegaConf.load(fake_run / "config.resolved.yaml"), resolve=True)
-    key = stage_key(stage_config(cfg, {"strategy": "clean"}), {})
+    teacher_cfg = stage_config(cfg, {"strategy": "clean"})
+    key = stage_key(teacher_cfg, {}, data_fingerprint(build_datamodule(cfg)[0]))
     StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").publish(
-        f"teacher-clean-{key}", fake_run / "clean.pt", {"key": key}
+        entry_name(teacher_cfg, key), fake_run / "clean.pt", {"key": key}
     )
     try:
         assert analyze_main([str(fake_run), "--out", str(tmp_path), "--num-images", "16"]) == 0

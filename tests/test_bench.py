@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -104,16 +105,42 @@ def test_every_strategy_config_is_benchmarked_vanilla_first() -> None:
     assert names[:2] == ["vanilla", "clean"]
 
 
-@pytest.mark.skipif(
-    not (conf_dir() / "strategy" / "denoise.yaml").exists(),
-    reason="the denoise strategy is not in this checkout",
-)
-def test_a_config_that_only_evaluates_is_benchmarked_in_its_training_variant() -> None:
+def test_rows_are_strategies_or_named_variants_and_evaluation_only_configs_are_refused() -> None:
+    """A named variant is its strategy with overrides; a config with no training step has nothing to time."""
     settings = bench.BenchSettings(batch_size=8, image_size=16, precision="32-true", channels_last="false")
-    cfg, variant = bench.row_config("denoise", settings, torch.device("cpu"))
-    assert variant == bench.TRAINING_VARIANTS["denoise"] and bench.trains(cfg)
     plain, none = bench.row_config("vanilla", settings, torch.device("cpu"))
-    assert none == [] and plain["strategy"]["name"] == "vanilla"
+    assert none == [] and plain["strategy"]["name"] == "vanilla" and bench.trains(plain)
+    strategy, overrides = bench.ROW_VARIANTS["self_distill:reference"]
+    cfg, variant = bench.row_config("self_distill:reference", settings, torch.device("cpu"))
+    assert variant == overrides and cfg["strategy"]["name"] == strategy
+    assert cfg["strategy"]["fold_teacher_bn"] is False and cfg["strategy"]["fused_feature_loss"] is False
+    assert bench.frozen_stages(cfg) == {"teacher": "vanilla"}
+    if (conf_dir() / "strategy" / "denoise_frozen.yaml").exists():
+        with pytest.raises(ValueError, match="trains nothing"):
+            bench.row_config("denoise_frozen", settings, torch.device("cpu"))
+
+
+def test_student_step_target_covers_strategies_not_their_reference_variants() -> None:
+    rows = [
+        {"name": "vanilla", "frozen": {}, "variant": [], "images_per_s": 100.0, "vs_raw": 0.97},
+        {
+            "name": "self_distill",
+            "frozen": {"teacher": "vanilla"},
+            "variant": [],
+            "images_per_s": 80.0,
+            "vs_vanilla": 0.8,
+        },
+        {
+            "name": "self_distill:reference",
+            "frozen": {"teacher": "vanilla"},
+            "variant": ["x=1"],
+            "images_per_s": 70.0,
+            "vs_vanilla": 0.7,
+        },
+    ]
+    targets = bench.check_targets(rows)["student_step_vs_vanilla"]
+    assert list(targets) == ["self_distill"] and targets["self_distill"]["value"] == pytest.approx(1.25)
+    assert targets["self_distill"]["met"] is True
 
 
 def test_step_window_times_whole_steps_after_warmup() -> None:
@@ -246,3 +273,40 @@ def test_compiled_networks_keep_their_feature_taps(tmp_path: Path) -> None:
     taps = FeatureTaps(student, ["stem", "layer3"])
     student(x)
     assert set(taps.pop()) == {"stem", "layer3"}
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def test_whole_run_table_gives_medians_and_paired_ratios() -> None:
+    from ssd.bench.wholerun import PHASES, format_whole_runs
+
+    def run(wall: float, acc: float) -> dict:
+        return {"wall_s": wall, "cpu_s": wall / 2, "test_acc": acc, "phases": dict.fromkeys(PHASES, wall / 5)}
+
+    report = {
+        "settings": {"sigma": 0.2, "epochs": 15, "variant": "subset", "threads": 2, "pairs": 2},
+        "runs": {"plain": [run(100, 0.5), run(90, 0.5)], "ssd": [run(110, 0.52), run(99, 0.52)]},
+        "ssd_vs_plain": {"wall_s": 1.1, "cpu_s": 1.1},
+    }
+    table = format_whole_runs(report)
+    assert "2 interleaved pairs" in table and "ssd / plain: wall 1.100, CPU 1.100" in table
+    assert " 95.0 " in table.splitlines()[2]  # the plain loop's median wall time
+
+
+@pytest.mark.slow
+def test_whole_runs_time_ssd_and_the_plain_loop_as_processes(tmp_path: Path) -> None:
+    env = os.environ.get("SSD_DATA_DIR")
+    data = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "cifar10_subset.npz").is_file():
+        pytest.skip(f"offline data not found at {data} (set SSD_DATA_DIR)")
+    out = tmp_path / "whole.json"
+    report = bench.main(
+        ["--whole-run", "--pairs=1", "--epochs=1", "--threads=1", f"--data-root={data}", f"--out={out}"]
+    )
+    assert json.loads(out.read_text())["ssd_vs_plain"] == report["ssd_vs_plain"]
+    for kind in ("plain", "ssd"):
+        (r,) = report["runs"][kind]
+        assert r["cpu_s"] > 0 and 0 <= r["test_acc"] <= 1
+        assert sum(r["phases"].values()) == pytest.approx(r["wall_s"])  # the phases split the whole wall time
+        assert r["phases"]["train_steps"] > 0 and r["phases"]["startup"] > 0

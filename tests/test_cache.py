@@ -14,7 +14,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.cache import StageCache, sha256_file
-from ssd.pipeline import Pipeline, build_datamodule, stage_config, stage_key
+from ssd.pipeline import Pipeline, build_datamodule
+from ssd.stages import data_fingerprint, stage_config, stage_key
 from tests.helpers import ONE_THREAD, TINY, compose_cfg, read_results, run_cli
 
 SMALL = [
@@ -34,7 +35,8 @@ def small_cfg(tmp_path: Path, strategy: str, *overrides: str) -> dict[str, Any]:
 def teacher_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Obtain the teacher stage of ``cfg`` into ``run_dir/teacher`` (train, cache or run folder)."""
     pipeline = Pipeline(cfg, run_dir, "test")
-    pipeline.datamodule, pipeline.info = build_datamodule(cfg)
+    pipeline.datamodule, pipeline.data_info = build_datamodule(cfg)
+    pipeline.fingerprint = data_fingerprint(pipeline.datamodule)
     _, records = pipeline.required(cfg, run_dir)
     return records["teacher"]
 
@@ -86,7 +88,7 @@ def test_corrupt_or_half_written_entry_is_moved_aside(tmp_path: Path, damage: st
 def test_teacher_key_depends_on_what_determines_the_teacher(tmp_path: Path) -> None:
     def key(*overrides: str) -> str:
         cfg = small_cfg(tmp_path, "self_distill", *overrides)
-        return stage_key(stage_config(cfg, cfg["strategy"]["teacher"]), {})
+        return stage_key(stage_config(cfg, cfg["strategy"]["teacher"]), {}, {})
 
     base = key()
     # student-side knobs (what a lambda / taps / teacher_input sweep varies) share the teacher
@@ -127,7 +129,14 @@ def test_vanilla_run_serves_as_teacher_then_corrupt_entry_is_retrained(tmp_path:
 
 
 def _quick_train_stage(
-    cfg: dict[str, Any], stage: str, stage_dir: Path, datamodule: Any, info: Any, frozen: Any, group: str
+    cfg: dict[str, Any],
+    stage: str,
+    stage_dir: Path,
+    datamodule: Any,
+    info: Any,
+    frozen: Any,
+    group: str,
+    weights: Any = None,
 ) -> Any:
     """Stands in for ssd.train.train_stage in the race: no fitting, but it holds the lock for a while."""
     from ssd.train import build_module
@@ -159,7 +168,7 @@ def test_two_processes_racing_train_one_teacher(tmp_path: Path) -> None:
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     assert sorted(queue.get(timeout=5) for _ in procs) == ["cache", "train"]
     entries = [p for p in (tmp_path / "cache" / "stages").iterdir() if p.is_dir()]
-    assert len(entries) == 1 and entries[0].name.startswith("teacher-vanilla-")
+    assert len(entries) == 1 and entries[0].name.startswith("vanilla-")
 
 
 @pytest.mark.slow
@@ -183,3 +192,61 @@ def test_two_cli_jobs_racing_on_one_cache_key(tmp_path: Path) -> None:
     assert sources == ["cache", "train"]
     shas = {read_results(tmp_path / f"job{i}")["stages"]["teacher"]["sha256"] for i in range(2)}
     assert len(shas) == 1
+
+
+# ---------------------------------------------------------------------------------- what never enters the cache
+
+
+def test_publish_refuses_non_finite_weights(tmp_path: Path) -> None:
+    from ssd.cache import NonFiniteWeights
+
+    cache = StageCache(tmp_path / "stages")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteWeights, match="non-finite"):
+            cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt", bad), {"key": "1"})
+        with pytest.raises(NonFiniteWeights):  # best effort is about the disk, not about the weights
+            cache.try_publish("teacher-x-1", tmp_path / "net.pt", {"key": "1"})
+    assert not (tmp_path / "stages").exists()  # refused before anything was written
+
+
+def test_try_publish_logs_and_returns_none_when_the_cache_cannot_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cache = StageCache(blocker / "stages")  # a folder under a file: every write fails, also for root
+    with caplog.at_level("WARNING"):
+        assert cache.try_publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1"}) is None
+    assert "stage cache not updated" in caplog.text and "teacher-x-1" in caplog.text
+
+
+def test_soft_lock_option(tmp_path: Path) -> None:
+    from filelock import SoftFileLock
+
+    cache = StageCache(tmp_path / "stages", lock="soft")
+    lock = cache.lock("teacher-x-1")
+    assert isinstance(lock, SoftFileLock)
+    with lock:
+        cache.publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {"key": "1"})
+    assert cache.lookup("teacher-x-1") is not None
+    with pytest.raises(ValueError, match="paths.cache_lock='nfs' is not allowed"):
+        StageCache(tmp_path / "stages", lock="nfs")
+
+
+def test_entries_and_results_honour_the_umask(tmp_path: Path) -> None:
+    """A group-shared cache (umask 002) gets group-writable entries, not mkstemp's owner-only files."""
+    import os
+    import stat
+
+    from ssd.results import write_json_atomic
+
+    old = os.umask(0o002)
+    try:
+        entry = StageCache(tmp_path / "stages").publish("teacher-x-1", write_weights(tmp_path / "net.pt"), {})
+        written = write_json_atomic(tmp_path / "results.json", {"status": "complete"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o775
+    assert stat.S_IMODE((entry / "meta.json").stat().st_mode) == 0o664
+    assert stat.S_IMODE((entry / "net.pt").stat().st_mode) == 0o664
+    assert stat.S_IMODE(written.stat().st_mode) == 0o664

@@ -1,4 +1,5 @@
-"""DDP inside Hydra sweeps (ssd.launch), on CPU with gloo.
+"""DDP inside Hydra sweeps (ssd.launch: torchrun starts each job's ranks), torchrun as the
+user's launcher, and one run folder for all ranks (ssd.dist), on CPU with gloo.
 
 Real ``trainer.strategy=ddp`` only works through a subprocess ``python -m ssd.run`` (inside
 pytest, a DDP child would re-launch pytest), so the sweep runs once per module and the
@@ -8,11 +9,11 @@ tests below read what it left on disk.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,14 +22,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ssd import launch
-from ssd.launch import (
-    LocalRanks,
-    RankFailed,
-    child_command,
-    distributed_job,
-    needs_script_launch,
-    processes_per_node,
-)
+from ssd.config.errors import ConfigError
+from ssd.dist import DECISION_TIMEOUT_VAR, agree_on_run_dir, decision_timeout_s, wait_for_decision
+from ssd.launch import RankFailed, needs_script_launch, processes_per_node, run_job, torchrun_command
+from ssd.results import write_json_atomic
 from ssd.run import train
 from tests.helpers import ONE_THREAD, REPO, SMALL, compose_cfg, read_results, run_cli
 
@@ -56,6 +53,9 @@ def mixed_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "trainer.devices=2,1",
         "seed=0,1",
         "hydra.sweep.subdir=job${hydra.job.num}",
+        # one stage cache per device count: devices are not part of a stage's key, so the devices=1 jobs
+        # would otherwise take the networks the devices=2 jobs trained, and they must train here
+        f"paths.cache_dir={tmp}/cache-devices${{trainer.devices}}",
     ]
     start = time.perf_counter()
     proc = run_cli(args, tmp, timeout=300, env=ONE_THREAD)
@@ -181,23 +181,23 @@ def test_processes_per_node() -> None:
     assert processes_per_node({"devices": "auto", "accelerator": "gpu"}) == max(torch.cuda.device_count(), 1)
 
 
-def test_child_command_is_one_job_in_this_jobs_folder() -> None:
+def test_torchrun_command_is_one_job_in_this_jobs_folder() -> None:
     run_dir = Path("/sweeps/s1/noise.sigma=0.1,seed=0,strategy=vanilla")
-    cmd = child_command(
+    cmd = torchrun_command(
         ["noise.sigma=0.1", "seed=0", "strategy=vanilla"],
         run_dir,
-        1,
+        2,
         {"sweep_name": "s1"},
         ["--config-name=config"],
     )
-    assert (
-        cmd[:4] == [sys.executable, "-m", "ssd.run", "--config-name=config"]
-        and "-m" not in cmd[3:]
-        and "--multirun" not in cmd
-    )
-    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(cmd[4:])}
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    module = cmd.index("ssd.run")
+    assert cmd[module - 1] == "-m" and {"--standalone", "--nproc-per-node=2"} <= set(cmd[:module])
+    args = cmd[module + 1 :]
+    assert args[0] == "--config-name=config" and "-m" not in args and "--multirun" not in args
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args[1:])}
     assert parsed["hydra.run.dir"] == str(run_dir)  # commas and '=' survive as one value, not a sweep
-    assert parsed["hydra.output_subdir"] is None and parsed["hydra.job.name"] == "rank1"
+    assert parsed["hydra.output_subdir"] is None
     assert parsed["sweep_name"] == "s1" and parsed["seed"] == 0
 
 
@@ -220,80 +220,122 @@ def test_nothing_is_spawned_under_an_external_launcher(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(
-        launch, "start_local_ranks", lambda *a: pytest.fail("spawned ranks under an external launcher")
+        launch, "launch_ranks", lambda *a: pytest.fail("spawned ranks under an external launcher")
     )
     cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
     assert launch.externally_launched()
-    with distributed_job(cfg, tmp_path / "run"):
-        pass
+    assert run_job(cfg, tmp_path / "run", lambda: {"ran": "here"}) == {"ran": "here"}
 
 
-def test_a_job_leaves_environment_and_threads_as_it_found_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before_env, before_threads = dict(os.environ), torch.get_num_threads()
-    monkeypatch.setattr(
-        launch,
-        "start_local_ranks",
-        lambda cfg, run_dir: os.environ.update({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}),
-    )
+def test_a_job_that_needs_ranks_goes_to_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "launch_ranks", lambda cfg, run_dir: {"ran": "torchrun", "dir": run_dir})
     cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
-    with distributed_job(cfg, tmp_path / "run"):
-        os.environ["OMP_NUM_THREADS"] = "1"  # what Lightning does for DDP on CPU
+    assert run_job(cfg, tmp_path / "run", lambda: pytest.fail("ran the job here")) == {
+        "ran": "torchrun",
+        "dir": tmp_path / "run",
+    }
+
+
+def test_a_job_leaves_environment_and_threads_as_it_found_them(tmp_path: Path) -> None:
+    before_env, before_threads = dict(os.environ), torch.get_num_threads()
+
+    def work() -> dict[str, Any]:
+        os.environ.update(
+            {"OMP_NUM_THREADS": "1", "SSD_LAUNCH_ID": "x"}
+        )  # what Lightning and the pipeline set
         torch.set_num_threads(before_threads + 1)
+        return {}
+
+    run_job(compose_cfg(DDP_RUN, tmp_path), tmp_path / "run", work)
     assert dict(os.environ) == before_env and torch.get_num_threads() == before_threads
 
 
-def test_a_child_composing_a_different_config_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rank_composing_a_different_config_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_cfg(DDP_RUN, tmp_path)
     monkeypatch.setenv(launch.DIGEST_VAR, "0" * 16)
-    with pytest.raises(RankFailed, match="different config"), distributed_job(cfg, tmp_path / "run"):
-        pass
+    with pytest.raises(RankFailed, match="different config"):
+        run_job(cfg, tmp_path / "run", dict)
 
 
-def test_a_dying_rank_interrupts_rank_zero() -> None:
-    """Rank 0 must not wait forever for a rank that crashed: the job fails within seconds."""
-    crash = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"]
-    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
-    ranks = LocalRanks([crash, hang], [dict(os.environ)] * 2, first_rank=1)
+def test_ranks_started_by_torchrun_keep_their_jobs_wandb_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep job's ranks run as single runs; their W&B group stays the sweep's."""
+    from hydra.types import RunMode
+
+    monkeypatch.delenv(launch.GROUP_VAR, raising=False)
+    sweep_job = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(subdir="a/b"))
+    single = SimpleNamespace(mode=RunMode.RUN)
+    assert launch.job_group(sweep_job, Path("/o/multiruns/s1/a/b")) == "s1"
+    assert launch.job_group(single, Path("/o/multiruns/s1/job0")) == "s1/job0"
+    monkeypatch.setenv(launch.GROUP_VAR, "s1")  # what launch_ranks gives torchrun's ranks
+    assert launch.job_group(single, Path("/o/multiruns/s1/job0")) == "s1"
+
+
+def test_several_nodes_need_a_cluster_launcher(tmp_path: Path) -> None:
+    cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.num_nodes=2"], tmp_path)
+    with pytest.raises(ConfigError, match="trainer.num_nodes=2 is not allowed without a cluster launcher"):
+        launch.launch_ranks(cfg, tmp_path / "run")
+
+
+RANK_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+rank = int(os.environ["RANK"])
+Path(sys.argv[1], f"rank{rank}.pid").write_text(str(os.getpid()))
+if rank == 1 and sys.argv[2] == "fail":
+    time.sleep(0.5)
+    sys.exit(3)
+time.sleep(120)
+"""
+
+
+def _torchrun_script(tmp_path: Path, mode: str) -> list[str]:
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(script),
+        str(tmp_path),
+        mode,
+    ]
+
+
+@pytest.mark.ddp
+def test_a_failing_rank_fails_the_job_within_seconds(tmp_path: Path) -> None:
+    """torchrun watches the ranks: when rank 1 dies, rank 0 is stopped and the job fails (not a hang)."""
     start = time.monotonic()
-    try:
-        with pytest.raises(RankFailed, match="rank 1 exited with code 3"):
-            time.sleep(30)  # rank 0 busy with its job
-    finally:
-        ranks.close()
-    assert time.monotonic() - start < 20
-    assert ranks.procs[1].poll() == -signal.SIGTERM  # the other rank was stopped
+    with pytest.raises(RankFailed, match="torchrun exited with code"):
+        launch.run_torchrun(_torchrun_script(tmp_path, "fail"), dict(os.environ), "test job")
+    assert time.monotonic() - start < 60
+    assert not _alive(int((tmp_path / "rank0.pid").read_text()))  # rank 0 was stopped too
 
 
-def test_a_rank_dies_with_its_rank_zero(tmp_path: Path) -> None:
-    """Even a SIGKILLed rank 0 leaves no orphaned rank behind (Linux: PR_SET_PDEATHSIG)."""
+@pytest.mark.ddp
+def test_ranks_stop_when_the_job_process_dies(tmp_path: Path) -> None:
+    """Even a SIGKILLed job process leaves no rank behind (Linux: torchrun gets SIGTERM and stops them)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux-only")
-    pid_file = tmp_path / "child.pid"
-    child = f"import os, time; from ssd.launch import die_with_parent; die_with_parent(os.getppid()); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    parent = (
-        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(120)"
+    job = (
+        "import os, sys; from ssd.launch import run_torchrun; "
+        f"run_torchrun({_torchrun_script(tmp_path, 'sleep')!r}, dict(os.environ), 'job')"
     )
-    rank0 = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
+    parent = subprocess.Popen([sys.executable, "-c", job], cwd=REPO)
     try:
-        deadline = time.monotonic() + 60
-        while not pid_file.exists() or not pid_file.read_text():
-            assert time.monotonic() < deadline, "the child rank did not start"
+        deadline = time.monotonic() + 120
+        while len([p for p in tmp_path.glob("rank*.pid") if p.read_text()]) < 2:
+            assert time.monotonic() < deadline, "the ranks did not start"
             time.sleep(0.2)
-        child_pid = int(pid_file.read_text())
+        pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]
     finally:
-        rank0.kill()
-        rank0.wait()
-    deadline = time.monotonic() + 10
-    while _alive(child_pid):
-        assert time.monotonic() < deadline, "the rank outlived its rank 0"
-        time.sleep(0.1)
-
-
-def test_a_rank_whose_rank_zero_is_gone_does_not_start() -> None:
-    with pytest.raises(RankFailed, match="exited before"):
-        launch.die_with_parent(parent_pid=os.getppid() + 1_000_000)
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a rank outlived its job"
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -303,6 +345,137 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/stat")
     return not (status.exists() and status.read_text().split()[2] == "Z")  # a zombie has exited
+
+
+# --------------------------------------------------------------------------- torchrun as the launcher
+
+
+@pytest.mark.ddp
+def test_torchrun_ranks_share_rank_zeros_run_folder(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=2 -m ssd.run``: every rank composes its own folder (forced apart
+    here with ${oc.env:RANK}, as ${now:...} is across a second boundary); all of them use rank 0's."""
+    runs = tmp_path / "outputs" / "runs" / "split"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ssd.run",
+        f"paths.log_dir={tmp_path}/outputs",
+        f"paths.cache_dir={tmp_path}/cache",
+        *DDP_RUN,
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        f"hydra.run.dir={runs}/rank${{oc.env:RANK}}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **ONE_THREAD}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert sorted(p.name for p in runs.iterdir()) == ["rank0"]  # rank 1's own folder is gone
+    res = read_results(runs / "rank0")
+    assert res["status"] == "complete" and res["stages"]["main"]["world_size"] == 2
+    assert res["stages"]["main"]["train_samples_per_epoch"] == N_TRAIN
+    assert sorted(p.name for p in (runs / "rank0").glob("*.log")) == ["rank1.log", "run.log"]
+    assert "main" in (runs / "rank0" / "rank1.log").read_text()  # rank 1 logged its job there
+
+
+@pytest.mark.ddp
+def test_a_config_error_found_by_the_ranks_is_the_jobs_config_error(tmp_path: Path) -> None:
+    """A 2-process job whose data folder is missing exits 2 with the error, as a 1-process job does."""
+    args = [
+        "data=imagefolder",
+        f"paths.data_dir={tmp_path}/no_data",
+        "model=resnet20",
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false",
+        "trainer.devices=2",
+        "hydra.run.dir=" + str(tmp_path / "run"),
+    ]
+    proc = run_cli(args, tmp_path, timeout=300, env=ONE_THREAD)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "ssd: config error: data=imagefolder" in proc.stderr
+    assert read_results(tmp_path / "run")["status"] == "failed"
+
+
+# --------------------------------------------------------------------------- one run folder for all ranks
+
+
+@pytest.fixture
+def slurm_task(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Pretend to be task ``procid`` of a 2-task SLURM job step (no torchrun store)."""
+    for key in (
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "TORCHELASTIC_USE_AGENT_STORE",
+        "SSD_LAUNCH_ID",
+        DECISION_TIMEOUT_VAR,
+    ):
+        monkeypatch.delenv(key, raising=False)
+
+    def become(procid: int) -> None:
+        env = {**SLURM_TASK_ENV, "SLURM_PROCID": str(procid), "SLURM_STEP_ID": "0"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+
+    return become
+
+
+def test_slurm_tasks_take_rank_zeros_run_folder(tmp_path: Path, slurm_task: Any) -> None:
+    mine, theirs = tmp_path / "runs" / "t0", tmp_path / "runs" / "t1"
+    slurm_task(0)
+    assert agree_on_run_dir(mine, "run", tmp_path) == mine
+    slurm_task(1)
+    assert agree_on_run_dir(theirs, "run", tmp_path) == mine
+    with pytest.raises(TimeoutError):  # each job of a launch (a sweep under srun) has its own decision
+        agree_on_run_dir(theirs, "3", tmp_path, timeout_s=0.5)
+
+
+def test_waiting_for_a_folder_that_never_comes_times_out_with_a_message(
+    tmp_path: Path, slurm_task: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slurm_task(1)
+    monkeypatch.setenv(DECISION_TIMEOUT_VAR, "1")
+    start = time.monotonic()
+    with pytest.raises(
+        TimeoutError, match=f"rank 1: rank 0 did not decide the run folder within 1s.*{DECISION_TIMEOUT_VAR}"
+    ):
+        agree_on_run_dir(tmp_path / "runs" / "t1", "run", tmp_path)
+    assert time.monotonic() - start < 10
+
+
+def test_decision_timeout_must_be_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DECISION_TIMEOUT_VAR, "soon")
+    with pytest.raises(ValueError, match=f"{DECISION_TIMEOUT_VAR}='soon' is not allowed"):
+        decision_timeout_s()
+
+
+def test_wait_for_decision_ignores_other_launches_and_honours_pending(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    write_json_atomic(plan, {"launch": "old", "source": "train"})
+    with pytest.raises(TimeoutError, match="did not decide"):
+        wait_for_decision(plan, "new", timeout_s=0.5)  # a plan of an earlier launch is no decision
+    write_json_atomic(plan, {"launch": "new", "pending": "waiting for a stage lock"})
+    with pytest.raises(TimeoutError, match="waiting for a stage lock"):
+        wait_for_decision(plan, "new", timeout_s=0.2, pending_timeout_s=0.6)
+    write_json_atomic(plan, {"launch": "new", "source": "cache"})
+    assert wait_for_decision(plan, "new", timeout_s=0.5)["source"] == "cache"
+
+
+def test_only_a_folder_of_hydra_start_up_files_is_removed(tmp_path: Path) -> None:
+    run_dir, stray, busy = tmp_path / "s0" / "job", tmp_path / "s1" / "job", tmp_path / "s2" / "job"
+    for folder in (run_dir, stray, busy):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "run.log").write_text("")
+    (stray.parent / "multirun.yaml").write_text("")
+    (busy / "results.json").write_text("{}")
+    launch.remove_stray_run_dir(stray, run_dir)
+    launch.remove_stray_run_dir(busy, run_dir)
+    assert not stray.parent.exists() and busy.is_dir() and run_dir.is_dir()
 
 
 @pytest.mark.slow

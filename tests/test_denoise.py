@@ -12,8 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError, validate
-from ssd.pipeline import build_datamodule, stage_key
+from ssd.pipeline import build_datamodule
 from ssd.run import resolve_auto
+from ssd.stages import stage_key
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.denoise import Denoise, DenoiseThenClassify
 from ssd.strategies.denoiser import DenoisingEvaluation, TrainDenoiser, build_denoiser_from_cfg
@@ -108,19 +109,20 @@ def test_denoising_grid_layout() -> None:
 def test_denoiser_stage_key_follows_the_denoiser_config_only_where_used() -> None:
     small = tiny_cfg("strategy=denoiser")
     deeper = tiny_cfg("strategy=denoiser", "denoiser.depth=4")
-    assert stage_key(small, {}) != stage_key(deeper, {})
+    assert stage_key(small, {}, {}) != stage_key(deeper, {}, {})
     vanilla_small, vanilla_deeper = tiny_cfg(), tiny_cfg("denoiser.depth=4")
-    assert stage_key(vanilla_small, {}) == stage_key(vanilla_deeper, {})
+    assert stage_key(vanilla_small, {}, {}) == stage_key(vanilla_deeper, {}, {})
 
 
 # --------------------------------------------------------------------------- denoise strategy
 
 
 def test_denoise_roles_and_what_it_trains() -> None:
-    frozen = tiny_cfg("strategy=denoise")
+    frozen = tiny_cfg("strategy=denoise_frozen")
     assert Denoise.required_roles(frozen) == ("denoiser", "classifier") and not Denoise.trains(frozen)
-    train = tiny_cfg("strategy=denoise", "strategy.classifier_mode=train")
+    train = tiny_cfg("strategy=denoise")  # the SPEC's baseline: g trained on D(x~) by default
     assert Denoise.required_roles(train) == ("denoiser",) and Denoise.trains(train)
+    assert Denoise.method_label(train) == "denoise:clean" and Denoise.method_label(frozen) == "denoise_frozen:clean"
     n2n = tiny_cfg("strategy=denoise", "strategy.target=noise2noise")
     assert n2n["strategy"]["denoiser"]["overrides"]["strategy"]["target"] == "noise2noise"
 
@@ -148,7 +150,7 @@ def test_denoise_train_mode_trains_the_classifier_only() -> None:
 
 
 def test_denoise_frozen_mode_classifies_the_denoised_image() -> None:
-    cfg = tiny_cfg("strategy=denoise")
+    cfg = tiny_cfg("strategy=denoise_frozen")
     _, info = tiny_data(cfg)
     denoiser, classifier = build_denoiser_from_cfg(cfg), build_classifier_from_cfg(cfg, info)
     module = Denoise(cfg, info, {"denoiser": denoiser, "classifier": classifier}).eval()
@@ -161,7 +163,7 @@ def test_denoise_frozen_mode_classifies_the_denoised_image() -> None:
 
 def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None:
     """train_stage skips fit when the strategy trains nothing, and still tests accuracy and PSNR."""
-    cfg = tiny_cfg("strategy=denoise", "data.test=32")
+    cfg = tiny_cfg("strategy=denoise_frozen", "data.test=32")
     datamodule, info = tiny_data(cfg)
     frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
     module, result = train_stage(cfg, "main", tmp_path / "main", datamodule, info, frozen, "test")
@@ -188,7 +190,9 @@ def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None
             ["strategy=denoise", "strategy.denoiser.overrides.strategy.target=x"],
             "stage denoiser (strategy.denoiser): strategy.target='x'",
         ),
-        (["strategy=denoise", "strategy.classifier.strategy=nope"], "strategy.classifier.strategy='nope'"),
+        (["strategy=denoise_frozen", "strategy.classifier.strategy=nope"], "strategy.classifier.strategy='nope'"),
+        (["strategy=denoise", "strategy.classifier_mode=frozen"], "strategy=denoise_frozen"),
+        (["strategy=denoise_frozen", "strategy.classifier_mode=train"], "strategy=denoise"),
     ],
 )
 def test_bad_denoise_configs_name_the_key(overrides: list[str], message: str) -> None:

@@ -279,10 +279,10 @@ def test_teacher_frozen_and_unchanged_by_a_fit(tmp_path: Path) -> None:
 
 
 def stage_log(result: subprocess.CompletedProcess, role: str = "teacher") -> tuple[str, str]:
-    """(key, source) from the pipeline's 'stage teacher (...): key K -> source' log line."""
-    match = re.search(rf"stage {role} \((\w+)\): key (\w+) -> (\w+)", result.stdout + result.stderr)
+    """(key prefix, source) from the pipeline's '[i/n] teacher vanilla (source key)' stage announcement."""
+    match = re.search(rf"\] {role} (\w+)(?: ← [^(]*)? \((\w+) (\w+)…\)", result.stdout + result.stderr)
     assert match, result.stdout[-3000:] + result.stderr[-3000:]
-    return match.group(2), match.group(3)
+    return match.group(3), match.group(2)
 
 
 def check_results(run_dir: Path, strategy: str, teacher_strategy: str, source: str) -> dict[str, Any]:
@@ -359,3 +359,144 @@ def test_self_distill_ddp_spawn_on_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stdout + result.stderr  # both stages really ran in two processes
     check_results(tmp_path / "ddp", "self_distill", "vanilla", "train")
+
+
+# ---------------------------------------------------------------------------------- a cheaper student step
+
+
+def n_batchnorms(net: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_teacher_batchnorm_is_folded_for_a_fit_and_the_loss_is_unchanged() -> None:
+    losses = {}
+    for fold in (True, False):
+        for fused in (True, False):
+            cfg = tiny_cfg(
+                "self_distill", f"strategy.fold_teacher_bn={fold}", f"strategy.fused_feature_loss={fused}"
+            )
+            module, datamodule = make_module(cfg)  # the same random teacher every time (seeded)
+            count = n_batchnorms(module.teacher)
+            x, y = first_batch(datamodule)
+            torch.manual_seed(0)
+            loss, _, logs = module.training_loss(x, y)
+            losses[fold, fused] = (loss.item(), logs["feat"].item())
+            assert n_batchnorms(module.teacher) == (0 if fold else count)  # folded while training
+            module.teardown("fit")
+            assert n_batchnorms(module.teacher) == count  # and put back afterwards
+    reference = losses[False, False]
+    for value in losses.values():
+        assert value == pytest.approx(reference, rel=1e-5)  # float32: the same loss on every path
+
+
+# ---------------------------------------------------------------------------------- generations, teacher ablations
+
+
+def teacher_stage(cfg: dict[str, Any]) -> dict[str, Any]:
+    return stage_config(cfg, FeatureDistillation.role_config(cfg, "teacher"))
+
+
+def test_generation_k_is_taught_by_generation_k_minus_1_down_to_the_configured_teacher() -> None:
+    cfg = tiny_cfg("self_distill", "strategy.generations=3", "strategy.lambda=0.3", "strategy.taps=[layer3]")
+    validate(compose_cfg([*TINY, "strategy=self_distill", "strategy.generations=3"]))
+    chain = [cfg]
+    while chain[-1]["strategy"]["name"] == "self_distill":
+        chain.append(teacher_stage(chain[-1]))
+    assert [c["strategy"]["name"] for c in chain] == ["self_distill"] * 3 + ["vanilla"]
+    assert [c["strategy"].get("generations") for c in chain] == [3, 2, 1, None]
+    for student in chain[1:3]:  # every generation distils with the run's settings
+        assert student["strategy"]["lambda"] == 0.3 and student["strategy"]["taps"] == ["layer3"]
+    # only the generation count differs, so each generation is its own stage (key, seed) and nothing else
+    assert {k: v for k, v in chain[1]["strategy"].items() if k != "generations"} == {
+        k: v for k, v in cfg["strategy"].items() if k != "generations"
+    }
+    assert FeatureDistillation.method_label(cfg) == "self_distill:same:gen3"
+    assert FeatureDistillation.method_label(chain[2]) == "self_distill:same"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "two"])
+def test_generations_must_be_a_positive_integer(value: Any) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"strategy.generations={value!r} is not allowed: must be an integer >= 1"
+    ):
+        validate(compose_cfg([*TINY, "strategy=self_distill", f"strategy.generations={value}"]))
+
+
+def test_teacher_ablations_are_plain_config() -> None:
+    # a teacher at its own noise level: the shorthand and the explicit override give one stage config
+    short = tiny_cfg("self_distill", "noise.sigma=0.2", "strategy.teacher_sigma=0.5")
+    explicit = tiny_cfg("self_distill", "noise.sigma=0.2", "strategy.teacher.overrides={noise: {sigma: 0.5}}")
+    assert teacher_stage(short)["noise"]["sigma"] == teacher_stage(explicit)["noise"]["sigma"] == 0.5
+    trained_on = ("data", "noise", "model", "optim", "trainer", "seed")  # all a stage is, but its strategy
+    assert {k: teacher_stage(short)[k] for k in trained_on} == {
+        k: teacher_stage(explicit)[k] for k in trained_on
+    }
+    assert short["noise"]["sigma"] == 0.2  # the student keeps the run's noise
+    # a weaker teacher (fewer epochs) and teachers of other architectures
+    weak = tiny_cfg("self_distill", "strategy.teacher.overrides={trainer: {max_epochs: 1}}")
+    assert teacher_stage(weak)["trainer"]["max_epochs"] == 1 and weak["trainer"]["max_epochs"] == 2
+    deeper = tiny_cfg("self_distill", "strategy.teacher.overrides={model: {arch: resnet56}}")
+    assert teacher_stage(deeper)["model"]["arch"] == "resnet56"  # same widths: no adapters needed
+    for overrides in (
+        ["noise.sigma=0.2", "strategy.teacher_sigma=0.5"],
+        ["strategy.teacher.overrides={trainer: {max_epochs: 1}}"],
+        ["strategy.teacher.overrides={model: {arch: resnet56}}"],
+        ["strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"],
+        ["strategy.teacher_sigma=0.3", "strategy.generations=2"],
+    ):
+        validate(compose_cfg([*TINY, "strategy=self_distill", *overrides]))
+    assert FeatureDistillation.method_label(short) == "self_distill:same:teacher_sigma=0.5"
+    assert FeatureDistillation.method_label(weak) == "self_distill:same:teacher[trainer.max_epochs=1]"
+    assert FeatureDistillation.method_label(tiny_cfg("student_teacher")) == "student_teacher"
+    label = FeatureDistillation.method_label(tiny_cfg("student_teacher", "strategy.teacher_input=same"))
+    assert label == "student_teacher:same"
+    assert (
+        FeatureDistillation.method_label(tiny_cfg("self_distill", "strategy.teacher.strategy=clean"))
+        == "self_distill:same:teacher=clean"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["strategy.teacher_sigma=-0.1"],
+            "strategy.teacher_sigma=-0.1 is not allowed: must be null or a number >= 0",
+        ),
+        (["noise=poisson", "strategy.teacher_sigma=0.5"], "needs a noise model with a sigma (noise=poisson)"),
+        (
+            ["strategy.teacher_sigma=0.5", "strategy.teacher.overrides={noise: {sigma: 0.3}}"],
+            "and strategy.teacher.overrides.noise.sigma are both set",
+        ),
+        (
+            ["strategy.fold_teacher_bn=maybe"],
+            "strategy.fold_teacher_bn='maybe' is not allowed: must be true or false",
+        ),
+    ],
+)
+def test_teacher_ablation_errors_name_the_key(overrides: list[str], message: str) -> None:
+    tiny = [o for o in TINY if not o.startswith("noise.")]  # noise=poisson has no sigma to set
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg([*tiny, "strategy=self_distill", *overrides]))
+    assert message in str(err.value)
+
+
+def test_generation_2_is_taught_by_generation_1_from_the_cache(tmp_path: Path) -> None:
+    """Born-again chain end to end: a plain self_distill run IS generation 1, and generation 2 reuses it."""
+    first = run_cli([*E2E, "strategy=self_distill", f"hydra.run.dir={tmp_path}/gen1"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    gen1 = read_results(tmp_path / "gen1")
+    second = run_cli(
+        [*E2E, "strategy=self_distill", "strategy.generations=2", f"hydra.run.dir={tmp_path}/gen2"], tmp_path
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    gen2 = read_results(tmp_path / "gen2")
+    assert gen2["method"] == "self_distill:same:gen2" and gen1["method"] == "self_distill:same"
+    teacher = gen2["stages"]["teacher"]
+    assert teacher["strategy"] == "self_distill" and teacher["source"] == "cache"
+    assert teacher["sha256"] == sha256_file(tmp_path / "gen1" / "main" / "net.pt")  # generation 1's student
+    assert teacher["key"] == gen1["stages"]["main"]["key"]
+    assert teacher["requires"]["teacher"]["strategy"] == "vanilla"  # and its own teacher, the vanilla network
+    assert teacher["requires"]["teacher"]["key"] == gen1["stages"]["teacher"]["key"]
+    assert gen2["stages"]["main"]["stage_seed"] != gen1["stages"]["main"]["stage_seed"]  # its own streams
+    assert not (tmp_path / "gen2" / "teacher" / "checkpoints").exists()  # nothing retrained

@@ -173,7 +173,7 @@ def test_denoise_then_joint_sweep_reuses_the_cached_stages(tmp_path: Path) -> No
         *SMALL_DENOISER,
         "noise.sigma=0.2",
         "trainer.max_epochs=2",
-        "strategy=denoise,joint",
+        "strategy=denoise_frozen,joint",
         "+strategy.denoiser.overrides.strategy.optim.optimizer.lr=0.01",  # a denoiser that learns in 2 tiny epochs
     ]
     proc = run_cli(args, tmp_path)
@@ -182,8 +182,8 @@ def test_denoise_then_joint_sweep_reuses_the_cached_stages(tmp_path: Path) -> No
         r["strategy"]: (r, Path(r["run_dir"]))
         for r in map(read_results, {p.parent for p in (tmp_path / "outputs").rglob("results.json")})
     }
-    assert set(runs) == {"denoise", "joint"}
-    (denoise, denoise_dir), (joint, joint_dir) = runs["denoise"], runs["joint"]
+    assert set(runs) == {"denoise_frozen", "joint"}
+    (denoise, denoise_dir), (joint, joint_dir) = runs["denoise_frozen"], runs["joint"]
     for res, run_dir in runs.values():
         assert (
             res["status"] == "complete" and 0.0 <= res["test_acc"] <= 1.0 and 0.0 <= res["clean_acc"] <= 1.0
@@ -192,7 +192,7 @@ def test_denoise_then_joint_sweep_reuses_the_cached_stages(tmp_path: Path) -> No
         assert res["psnr"] > res["psnr_noisy"] + 0.2 and 0.0 < res["ssim"] <= 1.0
         assert (run_dir / "main" / "denoising_grid.png").exists()
     assert (denoise_dir / "denoiser" / "denoising_grid.png").exists()
-    # denoise: nothing trained in its main stage; its PSNR is the denoiser stage's
+    # denoise_frozen: nothing trained in its main stage; its PSNR is the denoiser stage's
     assert (
         denoise["stages"]["main"]["epochs"] == 0
         and not (denoise_dir / "main" / "checkpoints" / "last.ckpt").exists()

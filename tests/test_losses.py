@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from ssd.strategies.losses import FEATURE_LOSSES, DistillationLoss, cosine, logit_kd, mse, nmse
+from ssd.strategies.losses import (
+    FEATURE_LOSSES,
+    FUSED_FEATURE_LOSSES,
+    DistillationLoss,
+    cosine,
+    fused_mse,
+    logit_kd,
+    mse,
+    nmse,
+)
 
 
 def test_registry_names() -> None:
@@ -100,3 +109,47 @@ def test_errors_name_the_problem() -> None:
     loss = DistillationLoss(["a"], "mse")
     with pytest.raises(ValueError, match="tap 'a': student features"):
         loss({"a": torch.zeros(1, 2)}, {"a": torch.zeros(1, 3)})
+
+
+# --------------------------------------------------------------------------- the fused mse
+
+
+def feature_pair(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(8, 16, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+    t = s + 0.1 * torch.randn(s.shape, generator=g)  # a teacher close to the student, as in training
+    return s.to(dtype).requires_grad_(), t.to(dtype)
+
+
+def test_fused_mse_equals_mse_in_float32_value_and_gradient() -> None:
+    assert FUSED_FEATURE_LOSSES["mse"] is fused_mse
+    s, t = feature_pair(torch.float32)
+    ref, (ref_grad,) = mse(s, t), torch.autograd.grad(mse(s, t), s)
+    fused = fused_mse(s, t)
+    (grad,) = torch.autograd.grad(fused, s)
+    assert fused.dtype == torch.float32 and fused.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(grad, ref_grad, rtol=1e-6, atol=1e-12)
+    assert fused_mse(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0])).item() == pytest.approx(2.5)
+
+
+def test_fused_mse_of_bf16_features_within_bf16_rounding_and_teacher_gets_nothing() -> None:
+    s, t = feature_pair(torch.bfloat16)
+    t.requires_grad_()  # even a teacher that asked for one gets no gradient
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = fused_mse(s, t)
+    reference = mse(s, t)  # float32 copies of the bf16 features
+    assert fused.dtype == torch.float32 and fused.item() == pytest.approx(reference.item(), rel=1e-2)
+    fused.backward()
+    (ref_grad,) = torch.autograd.grad(mse(s, t), s)
+    assert s.grad is not None and s.grad.dtype == torch.bfloat16 and t.grad is None
+    assert ((s.grad.float() - ref_grad.float()).norm() / ref_grad.float().norm()).item() < 1e-2
+
+
+def test_distillation_loss_uses_the_fused_version_only_when_asked() -> None:
+    assert DistillationLoss(["a"], "mse", fused=True).loss_fn is fused_mse
+    assert DistillationLoss(["a"], "mse").loss_fn is mse
+    assert DistillationLoss(["a"], "cosine", fused=True).loss_fn is cosine  # no fused version: the reference
+    s, t = feature_pair(torch.float32)
+    fused, _ = DistillationLoss(["a"], "mse", weight=0.3, fused=True)({"a": s}, {"a": t})
+    plain, _ = DistillationLoss(["a"], "mse", weight=0.3)({"a": s}, {"a": t})
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)

@@ -11,11 +11,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from ssd.report import Stat, main
-from ssd.run import train
+from ssd.report.stats import (
+    Interval,
+    at_least,
+    hierarchical_bootstrap,
+    paired_t,
+    sign,
+    t_quantile,
+    within_margin,
+)
 from tests.helpers import REPO, SMALL, compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -31,14 +40,23 @@ def fake_run(
     acc: float | None,
     status: str = "complete",
     keys: dict | None = None,
+    method: str | None = None,
+    stages: dict | None = None,
+    correct: np.ndarray | list[np.ndarray] | None = None,
 ) -> Path:
-    """A results.json as the pipeline writes it (only the fields the report reads are real)."""
+    """A results.json as the pipeline writes it (only the fields the report reads are real).
+
+    ``method`` sets ``results["method"]``; ``stages`` ``results["stages"]``; ``correct`` writes the
+    per-image file ``main/test_predictions.npz`` (a list: one ``test_predictions.rank<r>.npz`` per rank,
+    striding the test images as a DistributedSampler does).
+    """
     cfg = copy.deepcopy(BASE)
     cfg["strategy"] = {"name": strategy, "_target_": f"ssd.strategies.{strategy}.X", **(keys or {})}
     cfg["noise"]["sigma"], cfg["seed"], cfg["data"]["seed"] = sigma, seed, seed
     cfg["sweep_name"] = f"sweep-{seed}"  # differs between runs but is not a setting
     extra = "".join(f",strategy.{k}={v}" for k, v in (keys or {}).items())
-    run = folder / f"strategy={strategy},noise.sigma={sigma},seed={seed}{extra}"
+    tag = f",method={method}" if method else ""
+    run = folder / f"strategy={strategy},noise.sigma={sigma},seed={seed}{extra}{tag}"
     run.mkdir(parents=True)
     results: dict[str, Any] = {"status": status, "config": cfg}
     if status == "complete":
@@ -54,6 +72,18 @@ def fake_run(
         )
     else:
         results["error"] = "RuntimeError: out of memory"
+    if method is not None:
+        results["method"] = method
+    if stages is not None:
+        results["stages"] = stages
+    if correct is not None:
+        (run / "main").mkdir()
+        if isinstance(correct, list):
+            for rank, part in enumerate(correct):
+                idx = np.arange(rank, rank + len(part) * len(correct), len(correct))
+                np.savez(run / "main" / f"test_predictions.rank{rank}.npz", idx=idx, correct=part)
+        else:
+            np.savez(run / "main" / "test_predictions.npz", idx=np.arange(len(correct)), correct=correct)
     (run / "results.json").write_text(json.dumps(results))
     return run
 
@@ -139,6 +169,8 @@ def test_report_of_an_empty_folder_fails_with_a_message(
 
 def test_report_of_real_runs(tmp_path: Path) -> None:
     """Two strategies x two seeds of real tiny runs, then the CLI exactly as a user types it."""
+    from ssd.run import train  # here: the report's own tests need no training code
+
     sweep = tmp_path / "sweep"
     results = {}
     for strategy in ("vanilla", "clean"):
@@ -197,3 +229,231 @@ def test_cpu_compare_script_end_to_end(tmp_path: Path) -> None:
         line.rsplit("-> ", 1)[1] for line in logs.splitlines() if "stage teacher (vanilla): key" in line
     ]
     assert teacher == ["cache"] * 8  # every self_distill teacher is the matching vanilla run's network
+
+
+# --------------------------------------------------------------------------- intervals, bootstrap, verdicts
+
+T975_DF2 = 4.302652729749752  # Student t, 97.5% quantile, 2 degrees of freedom (tables: 4.3027)
+
+
+def test_t_quantile_matches_tables() -> None:
+    for df, expected in (
+        (1, 12.7062047),
+        (2, 4.30265273),
+        (4, 2.77644511),
+        (9, 2.26215716),
+        (29, 2.04522964),
+    ):
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-6)
+    assert t_quantile(0.025, 4) == pytest.approx(-2.77644511, abs=1e-6)
+
+
+def test_stat_ci_and_paired_t_golden_values() -> None:
+    low, high = Stat.of([0.5, 0.6, 0.7]).ci
+    half = T975_DF2 * 0.1 / np.sqrt(3)
+    assert (low, high) == (pytest.approx(0.6 - half), pytest.approx(0.6 + half))
+    assert Stat.of([0.4]).ci is None  # one seed: no interval
+    d = paired_t([1.0, 2.0, 3.0])  # mean 2, sd 1
+    assert (d.mean, d.low, d.high, d.n) == (
+        2.0,
+        pytest.approx(2 - T975_DF2 / np.sqrt(3)),
+        pytest.approx(2 + T975_DF2 / np.sqrt(3)),
+        3,
+    )
+    assert paired_t([1.5]) is None
+
+
+def _naive_bootstrap(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> np.ndarray:
+    """The textbook two-level resampling, image indices materialised (slow; a reference)."""
+    out = np.empty(reps)
+    for r in range(reps):
+        seeds = rng.integers(0, len(per_seed), len(per_seed))
+        out[r] = np.mean(
+            [per_seed[s][rng.integers(0, per_seed[s].size, per_seed[s].size)].mean() for s in seeds]
+        )
+    return out * 100
+
+
+def test_hierarchical_bootstrap_is_reproducible_and_matches_the_textbook_resampling() -> None:
+    rng = np.random.default_rng(3)
+    per_seed = [
+        (rng.random(500) < p).astype(np.int8) - (rng.random(500) < 0.5).astype(np.int8)
+        for p in (0.55, 0.6, 0.52)
+    ]
+    a = hierarchical_bootstrap(per_seed, reps=2000, seed=7)
+    assert a == hierarchical_bootstrap(per_seed, reps=2000, seed=7)  # seeded: identical
+    assert a != hierarchical_bootstrap(per_seed, reps=2000, seed=8)
+    assert a.mean == pytest.approx(np.mean([d.mean() for d in per_seed]) * 100)
+    ref = np.percentile(_naive_bootstrap(per_seed, 1500, np.random.default_rng(0)), [2.5, 97.5])
+    assert a.low == pytest.approx(ref[0], abs=1.0) and a.high == pytest.approx(ref[1], abs=1.0)
+    same = [np.zeros(300, dtype=np.int8)] * 3  # identical predictions: no difference, no spread
+    z = hierarchical_bootstrap(same, reps=200)
+    assert (z.mean, z.low, z.high) == (0.0, 0.0, 0.0)
+
+
+def _ci(low: float, high: float) -> Interval:
+    return Interval((low + high) / 2, low, high, 3, "paired t")
+
+
+def test_verdict_rules() -> None:
+    assert within_margin(_ci(-0.6, 0.6), 1.0) == "yes"
+    assert within_margin(_ci(-5.7, -1.9), 1.0) == "no"
+    assert within_margin(_ci(1.2, 3.0), 1.0) == "no"
+    assert within_margin(_ci(-0.6, 1.4), 1.0) == "undecided"
+    assert within_margin(None, 1.0) == "undecided"
+    assert at_least(_ci(2.0, 6.5), 2.0) == "yes"
+    assert at_least(_ci(0.5, 1.99), 2.0) == "no"
+    assert at_least(_ci(1.8, 6.5), 2.0) == "undecided"
+    assert (
+        sign(_ci(0.1, 2)) == "higher"
+        and sign(_ci(-2, -0.1)) == "lower"
+        and sign(_ci(-1, 1)) == "within noise"
+    )
+
+
+# --------------------------------------------------------------------------- a sweep that can decide
+
+N_IMAGES = 400  # accuracies below are multiples of 1/400, so the per-image files reproduce them exactly
+DECIDE = {  # method -> (strategy, accuracy in % at sigma=0.2 for seeds 0, 1, 2)
+    "vanilla": ("vanilla", (50.0, 51.5, 51.0)),
+    "student_teacher": ("student_teacher", (55.0, 56.0, 54.5)),
+    "self_distill:same": ("self_distill", (55.25, 55.75, 54.5)),
+    "self_distill:independent": ("self_distill", (50.5, 52.0, 51.5)),
+    "denoise:clean": ("denoise", (54.0, 57.0, 53.0)),
+    "denoise_frozen:clean": ("denoise", (40.0, 41.0, 42.0)),
+}
+
+
+def _correct(acc: float, seed: int) -> np.ndarray:
+    out = np.zeros(N_IMAGES, dtype=bool)
+    out[: round(acc / 100 * N_IMAGES)] = True
+    return np.random.default_rng(seed).permutation(out)
+
+
+def _stages(method: str, seed: int) -> dict:
+    main = {"strategy": method.split(":")[0], "key": f"m-{method}-{seed}", "fit_seconds": 60.0, "epochs": 5}
+    if method == "vanilla":
+        return {"main": {**main, "fit_seconds": 50.0}}  # 10 s per vanilla epoch
+    if method == "self_distill:same":  # a cached teacher counts its original fit time
+        teacher = {"strategy": "vanilla", "key": f"v{seed}", "fit_seconds": 50.0, "source": "cache"}
+        return {"teacher": teacher, "main": main}
+    if method == "student_teacher":  # an old cache entry without a fit time: a lower bound
+        return {"teacher": {"strategy": "clean", "key": "c", "source": "cache"}, "main": main}
+    if method == "denoise:clean":  # one clean classifier twice in the tree counts once
+        clf = {"strategy": "clean", "key": "c", "fit_seconds": 40.0, "source": "train"}
+        den = {"strategy": "denoiser", "key": "d", "fit_seconds": 30.0, "requires": {"classifier": clf}}
+        return {"denoiser": den, "classifier": clf, "main": {**main, "fit_seconds": 20.0}}
+    return {"main": main}
+
+
+@pytest.fixture
+def decide_sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "decide"
+    for method, (strategy, accs) in DECIDE.items():
+        for seed, acc in enumerate(accs):
+            correct = _correct(acc, 100 * seed + len(method))
+            if method == "student_teacher":
+                correct = [correct[0::2], correct[1::2]]  # DDP: two ranks, union = the test set
+            if method == "denoise_frozen:clean" and seed == 2:
+                correct = None  # no per-image file: that contrast gets no bootstrap
+            fake_run(
+                root,
+                strategy,
+                0.2,
+                seed,
+                acc / 100,
+                method=method,
+                stages=_stages(method, seed),
+                correct=correct,
+            )
+    fake_run(root, "vanilla", 0.5, 0, 0.40, method="vanilla")  # one seed only at sigma=0.5
+    fake_run(root, "self_distill", 0.5, 0, 0.45, method="self_distill:same")
+    return root
+
+
+def _differences(out: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    with open(out / "differences.csv") as handle:
+        return {(r["a"], r["b"], r["level"]): r for r in csv.DictReader(handle)}
+
+
+def test_report_decides_per_sigma(decide_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main([str(decide_sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    # grouping by method: the two self_distill variants share a strategy and a config, never a row
+    assert "| self_distill:same | 55.17 ± 0.63 (n=3) | 45.00 (n=1) |" in md
+    assert "| self_distill:independent | 51.33 ± 0.76 (n=3) | — |" in md
+    # the setting and n are stated, the per-image files give the test-image count
+    setting = next(line for line in md.splitlines() if line.startswith("_Setting: "))
+    assert "synthetic" in setting and "400 test images" in setting and "resnet20 · 200 epochs" in setting
+    assert setting.endswith("seeds 0, 1, 2; n = seeds per cell._") and md.count(setting) >= 3  # every table
+    diffs = _differences(out)
+    d = diffs[("self_distill:same", "vanilla", "0.2")]  # per-seed +5.25, +4.25, +3.5
+    mean, sd = np.mean([5.25, 4.25, 3.5]), np.std([5.25, 4.25, 3.5], ddof=1)
+    assert float(d["mean"]) == pytest.approx(mean)
+    assert float(d["t_low"]) == pytest.approx(mean - T975_DF2 * sd / np.sqrt(3))
+    assert float(d["t_high"]) == pytest.approx(mean + T975_DF2 * sd / np.sqrt(3))
+    assert float(d["boot_mean"]) == pytest.approx(mean)  # the per-image files reproduce the accuracies
+    assert float(d["boot_low"]) < mean < float(d["boot_high"])
+    assert d["verdict"] == "yes" and d["seeds"] == "0 1 2"
+    verdicts = {(r["a"], r["b"]): r["verdict"] for r in diffs.values() if r["level"] == "0.2"}
+    assert verdicts == {
+        ("self_distill:same", "vanilla"): "yes",
+        ("self_distill:same", "student_teacher"): "yes",
+        ("self_distill:same", "denoise:clean"): "within noise",
+        ("self_distill:same", "denoise_frozen:clean"): "higher",
+        ("self_distill:independent", "vanilla"): "no",
+        ("self_distill:independent", "student_teacher"): "no",
+        ("self_distill:independent", "denoise:clean"): "within noise",
+        ("self_distill:independent", "denoise_frozen:clean"): "higher",
+    }
+    assert diffs[("self_distill:same", "denoise_frozen:clean", "0.2")]["boot_low"] == ""  # a file is missing
+    assert diffs[("self_distill:same", "student_teacher", "0.2")]["boot_low"] != ""  # DDP rank files joined
+    assert "σ=0.2: self_distill:same within 1 pt of student_teacher: yes (" in md
+    assert "within noise" in next(
+        line for line in md.splitlines() if "same within 1 pt of student_teacher" in line
+    )
+    assert "σ=0.2: self_distill:independent ≥ vanilla + 2 pts: no (" in md
+    assert "σ=0.5: self_distill:same ≥ vanilla + 2 pts: undecided at this n (" in md  # one seed
+    # compute: stage fit seconds, cached teachers included, in vanilla epochs (10 s) at the same sigma
+    assert "| self_distill:same | 55.17 | 0.63 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| self_distill:same | 55.17 | 0.63 |"))
+    assert row.endswith("| 3 | 110 | 11.0 |")
+    assert next(line for line in md.splitlines() if line.startswith("| denoise:clean | 54.67 |")).endswith(
+        "| 90 | 9.0 |"
+    )
+    assert next(line for line in md.splitlines() if line.startswith("| student_teacher | 55.17 |")).endswith(
+        "| ≥60 | ≥6.0 |"
+    )
+    for png in ("accuracy_vs_noise.png", "robustness_curves.png", "differences.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_report_flags_compare_thresholds_and_bootstrap_verdicts(decide_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r1"
+    args = [str(decide_sweep), "--out", str(out), "--compare", "self_distill:*", "student_teacher"]
+    assert main([*args, "--equiv-margin", "0.5", "--bootstrap-reps", "300"]) == 0
+    diffs = _differences(out)
+    assert {(a, b) for a, b, _ in diffs} == {
+        ("self_distill:same", "student_teacher"),
+        ("self_distill:independent", "student_teacher"),
+    }
+    assert (
+        diffs[("self_distill:same", "student_teacher", "0.2")]["verdict"] == "undecided"
+    )  # CI ±0.62 vs ±0.5
+    md = (out / "report.md").read_text()
+    assert "within 0.5 pt of student_teacher: undecided at this n" in md and "300 resamples" in md
+    out2 = tmp_path / "r2"
+    assert main([*args, "--verdict-ci", "bootstrap", "--bootstrap-reps", "300", "--out", str(out2)]) == 0
+    line = next(x for x in (out2 / "report.md").read_text().splitlines() if "same within 1 pt" in x)
+    assert "95% CI by hierarchical bootstrap" in line
+    boot = _differences(out2)[("self_distill:same", "student_teacher", "0.2")]
+    assert boot["boot_low"] == diffs[("self_distill:same", "student_teacher", "0.2")]["boot_low"]  # seeded
+
+
+def test_report_rejects_a_bad_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path / "s", "vanilla", 0.1, 0, 0.5)
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({**results, "method": 3}))
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "r")]) == 2
+    assert "method=3" in capsys.readouterr().err

@@ -39,6 +39,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch: pyte
     straight = train(cfg.copy(), tmp_path / "straight", "g")
 
     killed_dir = tmp_path / "killed"
+    # its own stage cache: with the straight run's, the killed run would find the network there and not train
+    cfg = compose_cfg([*RESUMABLE, f"paths.cache_dir={tmp_path}/cache_killed"], tmp_path)
     monkeypatch.setenv(FailAtEpoch.ENV, "1")
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg.copy(), killed_dir, "g")
@@ -85,7 +87,7 @@ def test_killed_ddp_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         [*args, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path, timeout=300, env=ONE_THREAD
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = [*args, f"hydra.run.dir={tmp_path / 'killed'}"]
+    killed = [*args, f"hydra.run.dir={tmp_path / 'killed'}", f"paths.cache_dir={tmp_path}/cache_killed"]
     crashed = run_cli(killed, tmp_path, timeout=300, env={**ONE_THREAD, FailAtEpoch.ENV: "1"})
     assert crashed.returncode != 0 and read_json(tmp_path / "killed" / "results.json")["status"] == "failed"
     assert _checkpoint_epoch(tmp_path / "killed") == 0  # saved without validation too
@@ -96,3 +98,71 @@ def test_killed_ddp_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     for key in ("test_acc", "clean_acc", "robustness"):
         assert a[key] == b[key], key
     assert _weights_equal(tmp_path / "killed" / "main" / "net.pt", tmp_path / "straight" / "main" / "net.pt")
+
+
+# ------------------------------------------------------------------ a folder holds one config
+
+
+def _stage_entries(tmp_path: Path) -> list[str]:
+    stages = tmp_path / "cache" / "stages"
+    return sorted(p.name for p in stages.iterdir() if p.is_dir()) if stages.exists() else []
+
+
+def test_resume_after_a_config_change_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed sigma=0.1 run re-run with sigma=0.3 must not resume the 0.1 checkpoint (nor publish it as 0.3)."""
+    from ssd.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv(FailAtEpoch.ENV, "1")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
+    monkeypatch.delenv(FailAtEpoch.ENV)
+    resolved = (run_dir / "config.resolved.yaml").read_text()
+
+    changed = compose_cfg([*RESUMABLE, "noise.sigma=0.3"], tmp_path)
+    with pytest.raises(ConfigError, match=r"noise\.sigma: 0\.1 there, 0\.3 now") as err:
+        train(changed, run_dir, "g")
+    assert "resume=false" in str(err.value) and "hydra.run.dir" in str(err.value)
+    assert _stage_entries(tmp_path) == []  # nothing published
+    assert (run_dir / "config.resolved.yaml").read_text() == resolved  # never a config that did not run
+    assert read_json(run_dir / "results.json")["status"] == "failed"  # the crash, unchanged
+
+    # launch-only keys may change: the same run resumes on other hardware or with another logger
+    done = train(compose_cfg([*RESUMABLE, "logger=csv", "trainer.devices=1"], tmp_path), run_dir, "g")
+    assert done["status"] == "complete" and done["stages"]["main"]["resumed_from"]
+
+
+def test_complete_folder_with_another_config_is_refused_then_superseded(tmp_path: Path) -> None:
+    from ssd.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    first = train(compose_cfg(SMALL, tmp_path), run_dir, "g")
+    assert first["status"] == "complete"
+    with pytest.raises(ConfigError, match=r"strategy\.name: 'vanilla' there, 'clean' now"):
+        train(compose_cfg([*SMALL, "strategy=clean", "noise.sigma=0.5"], tmp_path), run_dir, "g")
+    assert read_json(run_dir / "results.json")["test_acc"] == first["test_acc"]  # untouched
+
+    # resume=false starts over: the earlier run is moved aside and marked superseded first
+    again = train(
+        compose_cfg([*SMALL, "strategy=clean", "noise.sigma=0.5", "resume=false"], tmp_path), run_dir, "g"
+    )
+    assert again["status"] == "complete" and again["strategy"] == "clean"
+    (aside,) = run_dir.glob("superseded-*")
+    old = read_json(aside / "results.json")
+    assert old["status"] == "superseded" and old["superseded_status"] == "complete"
+    assert old["test_acc"] == first["test_acc"] and (aside / "main" / "net.pt").exists()
+    assert read_json(run_dir / "run.json")["config"]["strategy"]["name"] == "clean"
+
+
+def test_resume_false_marks_the_old_result_before_anything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume=false rerun killed early never leaves the old "complete" beside its own partial files."""
+    run_dir = tmp_path / "run"
+    train(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
+    monkeypatch.setenv(FailAtEpoch.ENV, "1")
+    fresh = compose_cfg([*RESUMABLE, "resume=false", f"paths.cache_dir={tmp_path}/cache2"], tmp_path)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(fresh, run_dir, "g")
+    assert read_json(run_dir / "results.json")["status"] == "failed"
+    assert [read_json(p / "results.json")["status"] for p in run_dir.glob("superseded-*")] == ["superseded"]

@@ -29,6 +29,14 @@ def test_job_folder_names_leave_out_paths_and_the_sweep_name() -> None:
     cfg = compose_cfg(["sweep_name=x"], return_hydra=True)
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
     assert {"sweep_name", "paths.log_dir", "paths.data_dir", "paths.cache_dir"} <= excluded
+    hardware = {"trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator"}
+    assert hardware | {"trainer.enable_progress_bar", "logger"} <= excluded
+
+
+def test_job_folder_names_leave_out_the_progress_bar() -> None:
+    """`trainer.enable_progress_bar=false` in a sweep (CI, clusters) names no folder."""
+    cfg = compose_cfg(["trainer.enable_progress_bar=false", "seed=3"], return_hydra=True)
+    assert cfg.hydra.job.override_dirname == "seed=3"
 
 
 @pytest.mark.slow

@@ -44,7 +44,11 @@ class IndexedImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         path, target = self.samples[i]
-        return self.transform(self.loader(path)), target, i
+        try:
+            image = self.loader(path)
+        except OSError as err:  # e.g. a file cut off after a valid header (the scan reads headers only)
+            raise OSError(f"{path}: not a readable image ({err}); fix or remove the file") from err
+        return self.transform(image), target, i
 
 
 def folder_transforms(image_size: int, train: bool) -> Callable[[Any], Tensor]:
@@ -80,6 +84,8 @@ class FolderDataModule(L.LightningDataModule):
         num_workers: DataLoader workers per device; pin_memory: default when CUDA is available.
         channels_last: return ``x`` in channels_last memory format.
         limit_train / limit_test: keep N evenly spaced images (tiny runs).
+        check_images: read every file's header when scanning and skip non-images (with a count in
+            the log) instead of crashing mid-epoch; false skips the check for huge trusted folders.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class FolderDataModule(L.LightningDataModule):
         channels_last: bool = False,
         limit_train: int | None = None,
         limit_test: int | None = None,
+        check_images: bool = True,
     ) -> None:
         super().__init__()
         self.root = root
@@ -114,6 +121,7 @@ class FolderDataModule(L.LightningDataModule):
         self.channels_last = channels_last
         self.limit_train = limit_train
         self.limit_test = limit_test
+        self.check_images = bool(check_images)
         self.mean: tuple[float, ...] = IMAGENET_MEAN
         self.std: tuple[float, ...] = IMAGENET_STD
         self.classes: list[str] | None = None
@@ -124,7 +132,7 @@ class FolderDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         root = _absolute(self.root)
-        self.classes, samples = scan_image_folder(root)
+        self.classes, samples = scan_image_folder(root, check_images=self.check_images)
         train = _evenly(samples["train"], self.limit_train)
         test = _evenly(samples["val"], self.limit_test)
         train_idx, val_idx = carve_validation(len(train), self.val_size, self.split_seed)
@@ -133,6 +141,11 @@ class FolderDataModule(L.LightningDataModule):
             "val": [train[i] for i in val_idx.tolist()],
             "test": test,
         }
+        if len(train_idx) < self.batch_size:  # else one short step per epoch, silently
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not allowed: must be at most the training set: "
+                f"{len(train_idx)} images in {root / 'train'} (after limit_train and val_size)"
+            )
         self._source = (
             f"image folder {root} ({len(self.classes)} classes; train {len(train_idx)} / "
             f"val {len(val_idx)} carved from train/ / test {len(test)} = val/)"

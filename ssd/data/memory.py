@@ -9,6 +9,7 @@ with ``use_distributed_sampler=False`` and evaluation counts each sample exactly
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -171,6 +172,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self._image_size: int | None = None
         self._generators: dict[tuple[str, int], torch.Generator] = {}
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -271,6 +273,22 @@ class InMemoryDataModule(L.LightningDataModule):
     @property
     def split_sizes(self) -> dict[str, int]:
         return {k: len(self.split(k)[1]) for k in ("train", "val", "test")}
+
+    def fingerprint(self) -> str:
+        """A content hash of the images and labels training sees (train split) and of the val labels.
+
+        Part of every stage-cache key: a network trained on one set of images is never served to
+        a run on another, whatever config found them (``variant=auto``, another ``root``).
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for split in ("train", "val"):
+                x, y = self.split(split)
+                digest.update(f"{split}:{tuple(x.shape)}".encode())
+                digest.update(x.cpu().numpy().tobytes() if split == "train" else b"")
+                digest.update(y.cpu().numpy().astype("int64").tobytes())
+            self._fingerprint = digest.hexdigest()[:20]
+        return self._fingerprint
 
     # ------------------------------------------------------------------ loaders
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.results import file_mode
+
 log = logging.getLogger("ssd.data")
 
 ENV_VAR = "SSD_DATA_DIR"
@@ -182,6 +184,7 @@ def _write_cache(arrays: Arrays, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz.tmp")
         try:
+            os.fchmod(fd, file_mode())  # the user's umask, not mkstemp's owner-only mode: caches are shared
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
             os.replace(tmp, path)
@@ -305,13 +308,38 @@ def _describe(name: str, kind: str, path: Path, arrays: Arrays) -> str:
 # --------------------------------------------------------------------------- image folders
 
 
+def unreadable_images(paths: list[str], threads: int = 16) -> list[tuple[str, str]]:
+    """(path, reason) of the files PIL cannot identify as an image (header read only: fast).
+
+    A text file named ``.jpg``, an empty or cut-off-at-the-start file fail here; an image cut
+    off later still fails at decode time, where ``FolderDataModule`` names the file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def check(path: str) -> tuple[str, str] | None:
+        try:
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    return path, f"empty image {im.width}x{im.height}"
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+            return path, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:  # I/O bound
+        return [bad for bad in pool.map(check, paths, chunksize=256) if bad is not None]
+
+
 def scan_image_folder(
-    root: str | Path, splits: tuple[str, ...] = ("train", "val")
+    root: str | Path, splits: tuple[str, ...] = ("train", "val"), check_images: bool = True
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     """Scan ``root/<split>/<class>/*`` with ImageFolder semantics; fail early and clearly.
 
     Returns (classes, {split: [(path, class_index), ...]}). Every split must hold the same
     classes and every class folder at least one image, so labels mean the same in train and val.
+    ``check_images``: read every file's header and skip the ones that are not images (the log
+    says how many and which), instead of crashing mid-epoch.
     """
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -338,6 +366,19 @@ def scan_image_folder(
                 f"missing here {only_first[:10]}, extra here {only_here[:10]}"
             )
         found = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        if check_images and found:
+            bad = unreadable_images([path for path, _ in found])
+            if bad:
+                skipped = {path for path, _ in bad}
+                found = [(path, c) for path, c in found if path not in skipped]
+                shown = "; ".join(f"{path} ({why})" for path, why in bad[:5])
+                log.warning(
+                    "%s: skipping %d file(s) that are not readable images%s: %s",
+                    folder,
+                    len(bad),
+                    " (first 5)" if len(bad) > 5 else "",
+                    shown,
+                )
         counts = np.bincount([c for _, c in found], minlength=len(split_classes))
         empty = [split_classes[i] for i in np.flatnonzero(counts == 0)]
         if empty:

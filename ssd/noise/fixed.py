@@ -1,9 +1,15 @@
 """Reproducible noise streams: fixed per-sample evaluation noise and per-rank training noise.
 
-Evaluation noise is a function of (evaluation seed, sample index) only. Each sample gets
-its own CPU generator seeded from a hash of the pair, so a test accuracy is bit-identical
-for any batch size, batch order, number of workers, number of GPUs or device type (CPU
-and CUDA generators produce different streams, hence always CPU).
+Evaluation noise is a function of (evaluation seed, sample index) only: every random
+number of sample ``i`` is a SplitMix64 hash of its key ``sample_seed(seed, i)``, the draw
+and the pixel's flat index (:mod:`ssd.noise.counter`). So a test accuracy does not
+change with batch size, batch order, number of workers or number of GPUs, and the noise
+is computed in one vectorised pass on the images' device; a CPU and a GPU give the same
+noise up to float32 rounding of log/sin/cos (Poisson counts: exactly the same).
+
+This definition replaced a per-image CPU generator (``torch.Generator`` reseeded with
+``sample_seed``) in issue 12: same statistics, different realisations, so test
+accuracies from before it differ within their noise.
 
 Training noise is fresh every step and drawn on the training device; each DDP rank gets
 its own stream so ranks do not add the same noise to different images in lockstep.
@@ -14,9 +20,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssd.noise.counter import CounterDraws
+from ssd.noise.hashing import splitmix64_, to_int64
 from ssd.noise.models import NoiseModel
 
-__all__ = ["fixed_noisy", "sample_seed", "training_generator"]
+__all__ = ["fixed_noisy", "sample_keys", "sample_seed", "training_generator"]
 
 _MASK64 = (1 << 64) - 1
 # Domain tags keep evaluation and training streams apart even for equal integers.
@@ -49,23 +57,25 @@ def sample_seed(seed: int, index: int) -> int:
     return _mix(_EVAL_TAG, seed, index)
 
 
+def sample_keys(seed: int, idx: Tensor) -> Tensor:
+    """``sample_seed(seed, i)`` for every index in ``idx`` (int64, on ``idx``'s device), vectorised."""
+    prefix = _splitmix64(_splitmix64(_EVAL_TAG) ^ (int(seed) & _MASK64))  # _mix's first two steps
+    h = splitmix64_(idx.to(torch.int64) ^ to_int64(prefix))
+    return torch.bitwise_right_shift(h, 1).bitwise_and_((1 << 63) - 1)
+
+
 def fixed_noisy(noise: NoiseModel, x: Tensor, idx: Tensor, seed: int) -> Tensor:
     """Noisy copy of ``x`` whose noise for sample ``i`` depends only on ``(seed, idx[i])``.
 
-    Samples are corrupted one at a time in float32 on the CPU with their own generator,
-    then moved back to ``x``'s device and dtype. That costs a loop over the batch, but it
-    is what makes evaluation independent of batching and hardware.
+    Computed on ``x``'s device in at least float32, returned in ``x``'s dtype.
     """
-    idx_list = torch.as_tensor(idx).reshape(-1).tolist()
-    if len(idx_list) != x.shape[0]:
-        raise ValueError(f"fixed_noisy: got {x.shape[0]} images but {len(idx_list)} indices")
-    x_cpu = x.detach().to(device="cpu", dtype=torch.float32)
-    out = torch.empty_like(x_cpu)
-    g = torch.Generator(device="cpu")
-    for i, j in enumerate(idx_list):
-        g.manual_seed(sample_seed(seed, j))
-        out[i] = noise(x_cpu[i : i + 1], generator=g)[0]
-    return out.to(device=x.device, dtype=x.dtype)
+    idx = torch.as_tensor(idx).reshape(-1)
+    if idx.numel() != x.shape[0]:
+        raise ValueError(f"fixed_noisy: got {x.shape[0]} images but {idx.numel()} indices")
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"fixed_noisy: sample indices must be integers; got {idx.dtype}")
+    keys = sample_keys(seed, idx.to(x.device))
+    return noise.corrupt(x.detach(), CounterDraws(keys))
 
 
 def training_generator(seed: int, rank: int, device: torch.device | str) -> torch.Generator:

@@ -2,9 +2,11 @@
 
 Every model works on float images in [0,1], NCHW, *before* normalisation (normalising is
 the classifier's job), so a sigma or a photon count means the same thing for every
-dataset and backbone. Randomness comes only from the optional ``generator`` so callers
-decide what is reproducible: fresh per step in training, fixed per sample in evaluation
-(see :mod:`ssd.noise.fixed`).
+dataset and backbone. Each model writes its formula once against a :class:`Draws` source
+(normal, uniform and Poisson draws), so callers decide what is reproducible: a
+``torch.Generator`` gives fresh noise per step in training (``noise(x, generator)``), a
+counter-based source gives noise fixed per sample in evaluation (``noise.corrupt(x,
+draws)``, see :mod:`ssd.noise.fixed`).
 
 Models are frozen dataclasses: equal configs give equal (and hashable) models, which is
 what caching and config comparison need.
@@ -22,6 +24,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from ssd.noise.draws import Draws, GeneratorDraws
 
 __all__ = [
     "NoiseModel",
@@ -75,7 +79,16 @@ class NoiseModel(ABC):
     clip: bool = False
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Return a noisy copy of ``x`` (same shape, device and dtype).
+        """Return a noisy copy of ``x`` (same shape, device and dtype) drawn from ``generator``."""
+        if isinstance(x, Tensor) and generator is not None and generator.device.type != x.device.type:
+            raise ValueError(
+                f"noise generator is on {generator.device} but the images are on {x.device}; "
+                "use a generator on the images' device"
+            )
+        return self.corrupt(x, GeneratorDraws(generator))
+
+    def corrupt(self, x: Tensor, draws: Draws) -> Tensor:
+        """Return a noisy copy of ``x`` (same shape, device and dtype) whose randomness comes from ``draws``.
 
         Computation happens in at least float32: bf16/fp16 cannot represent small
         noise around 1.0 and ``torch.poisson`` does not support them everywhere.
@@ -83,20 +96,15 @@ class NoiseModel(ABC):
         if not isinstance(x, Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"noise expects float images in [0,1]; got {got}")
-        if generator is not None and generator.device.type != x.device.type:
-            raise ValueError(
-                f"noise generator is on {generator.device} but the images are on {x.device}; "
-                "use a generator on the images' device"
-            )
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        out = self._apply(xf, generator)
+        out = self._apply(xf, draws)
         if self.clip:
             out = out.clamp(0.0, 1.0)
         return out.to(x.dtype)
 
     @abstractmethod
-    def _apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Corrupt ``x`` (float32 or float64); clipping and dtype are handled by ``__call__``."""
+    def _apply(self, x: Tensor, draws: Draws) -> Tensor:
+        """Corrupt ``x`` (float32 or float64); clipping and dtype are handled by ``corrupt``."""
 
     @property
     @abstractmethod
@@ -154,15 +162,15 @@ class GaussianNoise(NoiseModel):
     def at_level(self, level: float) -> GaussianNoise:
         return GaussianNoise(level, clip=self.clip)
 
-    def _apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         if self.sigma_max is None:
             sigma: Tensor | float = self.sigma
         else:
             shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-            u = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+            u = draws.uniform(shape, device=x.device, dtype=x.dtype)
             sigma = self.sigma + (self.sigma_max - self.sigma) * u
-        n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + sigma * n
+        n = draws.normal(tuple(x.shape), device=x.device, dtype=x.dtype)
+        return n.mul_(sigma).add_(x)  # x + sigma * n, without two more image-sized buffers
 
 
 @dataclass(frozen=True)
@@ -191,8 +199,8 @@ class PoissonNoise(NoiseModel):
     def at_level(self, level: float) -> PoissonNoise:
         return PoissonNoise(level, clip=self.clip)
 
-    def _apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        return torch.poisson(x.clamp(min=0.0) * self.ppp, generator=generator) / self.ppp
+    def _apply(self, x: Tensor, draws: Draws) -> Tensor:
+        return draws.poisson(x.clamp(min=0.0) * self.ppp) / self.ppp
 
 
 @dataclass(frozen=True)
@@ -222,10 +230,10 @@ class PoissonGaussianNoise(NoiseModel):
     def at_level(self, level: float) -> PoissonGaussianNoise:
         return PoissonGaussianNoise(level, self.read_sigma, clip=self.clip)
 
-    def _apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        shot = torch.poisson(x.clamp(min=0.0) * self.ppp, generator=generator) / self.ppp
-        n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return shot + self.read_sigma * n
+    def _apply(self, x: Tensor, draws: Draws) -> Tensor:
+        shot = draws.poisson(x.clamp(min=0.0) * self.ppp) / self.ppp
+        n = draws.normal(tuple(x.shape), device=x.device, dtype=x.dtype)
+        return n.mul_(self.read_sigma).add_(shot)  # shot + read_sigma * n
 
 
 @dataclass(frozen=True)
@@ -248,7 +256,7 @@ class NoNoise(NoiseModel):
             return NoNoise()
         return GaussianNoise(level)
 
-    def _apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         return x.clone()
 
 

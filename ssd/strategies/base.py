@@ -10,16 +10,20 @@ measured identically.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssd.noise import NoiseModel, build_noise, fixed_noisy, training_generator
+from ssd.seeding import stage_seed
 from ssd.strategies.optim import build_optimizer, build_scheduler
 
 
@@ -60,6 +64,8 @@ class NoisyImageModule(L.LightningModule):
         self.cfg = cfg
         self.data_info = data_info
         self.noise = build_noise(cfg["noise"])
+        #: the seed of this stage's random streams (ssd.seeding: differs between a teacher and its student)
+        self.stage_seed = stage_seed(cfg)
         self.frozen = nn.ModuleDict(dict(frozen or {}))
         for net in self.frozen.values():
             net.eval().requires_grad_(False)
@@ -73,6 +79,11 @@ class NoisyImageModule(L.LightningModule):
     def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
         """Stages needed for this config (override when they depend on config)."""
         return cls.requires
+
+    @classmethod
+    def method_label(cls, cfg: Mapping[str, Any]) -> str:
+        """The row this run belongs to in a report: the strategy name plus what tells its variants apart."""
+        return str(cfg["strategy"]["name"])
 
     @classmethod
     def trains(cls, cfg: Mapping[str, Any]) -> bool:
@@ -110,7 +121,7 @@ class NoisyImageModule(L.LightningModule):
         epoch = int(self.current_epoch)
         if self._train_gen is None or self._train_gen.device != x.device or self._train_gen_epoch != epoch:
             stream = self.global_rank + (epoch << 32)  # distinct for every (rank < 2**32, epoch)
-            self._train_gen = training_generator(int(self.cfg["seed"]), stream, x.device)
+            self._train_gen = training_generator(self.stage_seed, stream, x.device)
             self._train_gen_epoch = epoch
         return self.noise(x, generator=self._train_gen)
 
@@ -129,6 +140,7 @@ class NoisyImageModule(L.LightningModule):
             logits.detach(), y
         )  # update only: forward() would also compute a per-batch value
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True)  # the epoch mean
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         for name, value in extra.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False)
@@ -179,6 +191,9 @@ class NoisyImageModule(L.LightningModule):
         self.val_acc(self._eval_logits(x, idx, self.noise), y)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
+    def on_test_epoch_start(self) -> None:
+        self._per_image: dict[str, list[Tensor]] = {"idx": [], "correct": [], "correct_clean": []}
+
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, idx = batch
         cache: dict[str, Tensor] = {}
@@ -187,8 +202,31 @@ class NoisyImageModule(L.LightningModule):
             if key not in cache:  # the training level and clean also appear in the curve
                 cache[key] = self._eval_logits(x, idx, noise)
             metric.update(cache[key], y)
+        per_image = getattr(self, "_per_image", None)
+        if per_image is not None:  # per-image outcomes: paired comparisons over the same test images
+            per_image["idx"].append(idx.detach().cpu())
+            per_image["correct"].append((cache[self.noise.describe()].argmax(1) == y).cpu())
+            clean = self.test_noises["clean"].describe()
+            per_image["correct_clean"].append((cache[clean].argmax(1) == y).cpu())
+
+    def _save_per_image(self) -> None:
+        """``test_predictions.npz`` in the stage folder (one file per rank under DDP: their union is the test set)."""
+        per_image = getattr(self, "_per_image", None)
+        if not per_image or not per_image["idx"] or self._trainer is None:
+            return
+        name = "test_predictions.npz"
+        if self.trainer.world_size > 1:
+            name = f"test_predictions.rank{self.trainer.global_rank}.npz"
+        arrays = {k: torch.cat(v).numpy() for k, v in per_image.items()}
+        arrays["idx"] = arrays["idx"].astype(np.int64)
+        path = Path(self.trainer.default_root_dir) / name
+        tmp = path.with_name(f".{name}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)  # never a half-written file
+        self._per_image = None
 
     def on_test_epoch_end(self) -> None:
+        self._save_per_image()
         for name, metric in zip(self.test_noises, self.test_accs, strict=True):
             metric_name = (
                 "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"

@@ -2,10 +2,12 @@
 
 Stage 1 is the ``denoiser`` stage (``strategy.target``: clean or noise2noise). Then either
 
-* ``classifier_mode=frozen``: ``g`` is a classifier trained on clean images (the ``classifier``
-  stage); nothing is trained here, the main stage only evaluates; or
-* ``classifier_mode=train``: ``g`` is trained from scratch on ``D(x~)`` with ``D`` frozen,
-  ``CE(g(D(x~)), y)``.
+* ``strategy=denoise`` (``classifier_mode=train``, the SPEC's two-stage baseline): ``g`` is trained
+  from scratch on ``D(x~)`` with ``D`` frozen, ``CE(g(D(x~)), y)``; with ``target=noise2noise`` no
+  clean image is used anywhere; or
+* ``strategy=denoise_frozen`` (``classifier_mode=frozen``): ``g`` is a classifier trained on clean
+  images (the ``classifier`` stage), never shown ``D(x~)``; nothing is trained here, the main stage
+  only evaluates.
 
 ``D`` outputs [0,1]-space images that go straight into ``g`` (which normalises itself). The
 evaluated network (``.net``) is the composite ``g(D(.))``; its test also reports ``D``'s PSNR and
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.validate import require_choice
+from ssd.config.validate import require, require_choice
 from ssd.noise import fixed_noisy
 from ssd.strategies.base import NoisyImageModule, build_classifier_from_cfg
 from ssd.strategies.denoiser import TARGETS, DenoisingEvaluation, check_denoiser_config, check_strategy_optim
@@ -105,9 +107,23 @@ class Denoise(DenoiserPipelineModule):
         return cfg["strategy"]["classifier_mode"] == "train"
 
     @classmethod
+    def method_label(cls, cfg: Mapping[str, Any]) -> str:
+        return f"{cfg['strategy']['name']}:{cfg['strategy']['target']}"
+
+    @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
         require_choice(cfg, "strategy.target", TARGETS)
         require_choice(cfg, "strategy.classifier_mode", CLASSIFIER_MODES)
+        # one name, one method: a report row never mixes the SPEC's baseline with the frozen-classifier variant
+        mode, name = cfg["strategy"]["classifier_mode"], cfg["strategy"]["name"]
+        expected = {"frozen": "denoise_frozen", "train": "denoise"}[mode]
+        require(
+            name == expected or name not in ("denoise", "denoise_frozen"),
+            "strategy.classifier_mode",
+            mode,
+            f"is what strategy={expected} does; strategy={name} is "
+            + ("g trained on D(x~)" if name == "denoise" else "a frozen clean-trained g"),
+        )
         check_denoiser_config(cfg)
         check_strategy_optim(cfg)
 

@@ -138,6 +138,7 @@ class TrainDenoiser(NoisyImageModule):
         noisy, target = self.input_and_target(x)
         loss = F.mse_loss(self.net(noisy).float(), target.float())
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True)  # the epoch mean
         return loss
 
     def predict_logits(self, x_noisy: Tensor) -> Tensor:

@@ -14,20 +14,30 @@ The student loss is ``CE(S(x~), y) + lambda * sum_l w_l * loss(F_l(S, x~), sg F_
 no gradients, eval-mode BatchNorm (``NoisyImageModule.train``), not in the optimizer, run
 under ``torch.no_grad`` inside the training step's autocast, i.e. in the training precision
 (``inference_mode`` tensors could not be saved for the student's backward).
+
+``Distillation`` holds the step every distillation strategy shares (taps, adapters, loss,
+teacher view); ``FeatureDistillation`` adds the teacher *stage*: where it comes from
+(``role_config``: the configured one, a teacher at its own noise level, or the previous
+generation of a born-again chain), the config checks, and folding the frozen teacher's
+BatchNorm into its convolutions for the length of a fit (``strategy.fold_teacher_bn``).
+``ssd.strategies.online_distill`` uses an EMA of the student as the teacher instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.validate import ConfigError, require, require_choice, require_number
+from ssd.config.errors import ConfigError
+from ssd.config.validate import require, require_bool, require_choice, require_number
 from ssd.models import ARCHITECTURES, FeatureTaps, resolve_taps, tap_shapes
+from ssd.models.fold import FoldedBatchNorm
+from ssd.stages import stage_config
+from ssd.strategies import teacher_stage
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.losses import FEATURE_LOSSES, DistillationLoss
 
@@ -68,10 +78,8 @@ def match_taps(
     return needed
 
 
-class FeatureDistillation(NoisyImageModule):
-    """Student ``self.net`` trained on noisy images to match a frozen teacher's features."""
-
-    requires: ClassVar[tuple[str, ...]] = ("teacher",)
+class Distillation(NoisyImageModule):
+    """The student step of every feature-distillation strategy; subclasses say what ``teacher`` is."""
 
     def __init__(
         self,
@@ -80,107 +88,73 @@ class FeatureDistillation(NoisyImageModule):
         frozen: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__(cfg, data_info, frozen)
-        if "teacher" not in self.frozen:
-            raise ValueError(
-                f"{type(self).__name__} needs frozen['teacher'] (ssd.pipeline trains or loads it)"
-            )
         scfg = cfg["strategy"]
         self.teacher_input = str(scfg["teacher_input"])
-        teacher = _unwrapped(self.teacher)
-        self.tap_names = resolve_taps(scfg.get("taps", "all"), self.net.taps)
+        teacher = _unwrapped(self.attach_teacher())
+        self.tap_names = resolve_taps(scfg["taps"], self.net.taps)
         resolve_taps(self.tap_names, teacher.taps)  # the teacher must have them too
         image = (len(data_info["mean"]), int(data_info["image_size"]), int(data_info["image_size"]))
         needed = match_taps(
             tap_shapes(self.net, self.tap_names, image),
             tap_shapes(teacher, self.tap_names, image),
-            bool(scfg.get("adapter", False)),
+            bool(scfg["adapter"]),
         )
         #: learned 1x1 convolutions student -> teacher channels, only for taps whose widths differ
         self.adapters = nn.ModuleDict(
             {name: nn.Conv2d(cs, ct, kernel_size=1, bias=False) for name, (cs, ct) in needed.items()}
         )
-        if scfg.get("init_from_teacher", False):
-            try:
-                self.net.load_state_dict(teacher.state_dict())
-            except RuntimeError as err:
-                raise ConfigError(
-                    f"strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student ({err})"
-                ) from None
-        kd = scfg.get("logit_kd") or {}
+        kd = scfg["logit_kd"]
         self.distill_loss = DistillationLoss(
             self.tap_names,
-            feature_loss=scfg.get("feature_loss", "mse"),
-            weight=float(scfg.get("lambda", 0.1)),
-            tap_weights=scfg.get("tap_weights"),
-            kd_weight=float(kd.get("weight", 0.0)),
-            kd_temperature=float(kd.get("temperature", 4.0)),
+            feature_loss=scfg["feature_loss"],
+            weight=float(scfg["lambda"]),
+            tap_weights=scfg["tap_weights"],
+            kd_weight=float(kd["weight"]),
+            kd_temperature=float(kd["temperature"]),
+            fused=bool(scfg["fused_feature_loss"]),
         )
         self._student_taps: FeatureTaps | None = None
         self._teacher_taps: FeatureTaps | None = None
 
+    # ------------------------------------------------------------------ what subclasses decide
+    def attach_teacher(self) -> nn.Module:
+        """Make ``self.teacher`` available (called once, after the student is built) and return it."""
+        raise NotImplementedError
+
     @property
     def teacher(self) -> nn.Module:
-        return self.frozen["teacher"]
+        raise NotImplementedError
+
+    def distill_scale(self) -> float:
+        """Factor of the whole distillation term at this step (1; a warm-up ramps it)."""
+        return 1.0
+
+    def prepare_teacher(self, x: Tensor) -> None:
+        """Called before the first training step of a fit, with its batch (e.g. to fold BatchNorm)."""
+
+    def release_teacher(self) -> None:
+        """Undo ``prepare_teacher`` (end of fit/test)."""
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """Everything that can be wrong with a distillation config, before any stage trains."""
-        from ssd.paths import conf_dir
-        from ssd.pipeline import stage_config
-
+    def check_distill_config(cls, cfg: Mapping[str, Any], teacher_arch: str) -> list[str]:
+        """Checks of the keys every distillation strategy shares; returns the distilled tap names."""
         scfg = cfg["strategy"]
-        teacher = scfg.get("teacher")
-        require(
-            isinstance(teacher, Mapping),
-            "strategy.teacher",
-            teacher,
-            "must be a section with keys strategy, ckpt, overrides",
-        )
-        available = sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
-        require(
-            teacher.get("strategy") in available,
-            "strategy.teacher.strategy",
-            teacher.get("strategy"),
-            f"must name a config in conf/strategy: {', '.join(available)}",
-        )
-        ckpt = teacher.get("ckpt")
-        require(
-            ckpt is None or Path(str(ckpt)).is_file(),
-            "strategy.teacher.ckpt",
-            ckpt,
-            "must be null or an existing net.pt / Lightning .ckpt file",
-        )
-        overrides = teacher.get("overrides")
-        require(
-            overrides is None or isinstance(overrides, Mapping),
-            "strategy.teacher.overrides",
-            overrides,
-            "must be null or a mapping merged into the teacher stage's config",
-        )
         require_choice(cfg, "strategy.teacher_input", TEACHER_INPUTS)
         require_number(cfg, "strategy.lambda", low=0)
         require_choice(cfg, "strategy.feature_loss", FEATURE_LOSSES)
         require_number(cfg, "strategy.logit_kd.weight", low=0)
-        temperature = cfg["strategy"]["logit_kd"]["temperature"]
+        temperature = scfg["logit_kd"]["temperature"]
         require(
             _is_number(temperature) and temperature > 0,
             "strategy.logit_kd.temperature",
             temperature,
             "must be a number > 0",
         )
-        kd_weight = cfg["strategy"]["logit_kd"]["weight"]
-        for flag in ("adapter", "init_from_teacher"):
-            require(
-                isinstance(scfg.get(flag, False), bool),
-                f"strategy.{flag}",
-                scfg.get(flag),
-                "must be true or false",
-            )
-
-        teacher_cfg = stage_config(cfg, teacher)  # its own values are checked by ssd.config.validate
-        student_arch, teacher_arch = cfg["model"]["arch"], teacher_cfg["model"]["arch"]
-        taps = scfg.get("taps", "all")
+        for flag in ("adapter", "fused_feature_loss"):
+            require_bool(cfg, f"strategy.{flag}")
+        student_arch = cfg["model"]["arch"]
+        taps = scfg["taps"]
         require(
             isinstance(taps, str) or (isinstance(taps, list) and all(isinstance(t, str) for t in taps)),
             "strategy.taps",
@@ -195,12 +169,12 @@ class FeatureDistillation(NoisyImageModule):
                 f"strategy.taps={taps!r} is not allowed (student {student_arch}, teacher {teacher_arch}): {err}"
             ) from None
         require(
-            bool(names) or kd_weight > 0,
+            bool(names) or scfg["logit_kd"]["weight"] > 0,
             "strategy.taps",
             taps,
             "must name at least one tap unless strategy.logit_kd.weight > 0",
         )
-        tap_weights = scfg.get("tap_weights")
+        tap_weights = scfg["tap_weights"]
         require(
             tap_weights is None
             or (
@@ -211,25 +185,20 @@ class FeatureDistillation(NoisyImageModule):
             tap_weights,
             f"must be null or a mapping from distilled taps ({', '.join(names)}) to numbers >= 0",
         )
-        if scfg.get("init_from_teacher", False):
-            require(
-                student_arch == teacher_arch,
-                "strategy.init_from_teacher",
-                True,
-                f"needs teacher and student of one architecture (student {student_arch}, teacher {teacher_arch})",
-            )
         if student_arch != teacher_arch and names:
             size = int(cfg["data"].get("image_size", 32))
             shapes = [
                 tap_shapes(ARCHITECTURES[a].build(10), names, (3, size, size), ARCHITECTURES[a].taps)
                 for a in (student_arch, teacher_arch)
             ]
-            match_taps(shapes[0], shapes[1], bool(scfg.get("adapter", False)))
+            match_taps(shapes[0], shapes[1], bool(scfg["adapter"]))
+        return names
 
     # ------------------------------------------------------------------ training
-    def _feature_taps(self) -> tuple[FeatureTaps, FeatureTaps]:
+    def _feature_taps(self, x: Tensor) -> tuple[FeatureTaps, FeatureTaps]:
         """Hooks on student and teacher, installed on first use (so a spawned copy installs its own)."""
         if self._student_taps is None or self._teacher_taps is None:
+            self.prepare_teacher(x)
             self._student_taps = FeatureTaps(self.net, self.tap_names)
             self._teacher_taps = FeatureTaps(self.teacher, self.tap_names)
             self._student_taps.disable()
@@ -237,11 +206,12 @@ class FeatureDistillation(NoisyImageModule):
         return self._student_taps, self._teacher_taps
 
     def teardown(self, stage: str) -> None:
-        """Remove the hooks after fit/test; a later training step puts them back."""
+        """Remove the hooks after fit/test and undo ``prepare_teacher``; a later training step redoes both."""
         for taps in (self._student_taps, self._teacher_taps):
             if taps is not None:
                 taps.remove()
         self._student_taps = self._teacher_taps = None
+        self.release_teacher()
 
     @staticmethod
     def _forward(net: nn.Module, taps: FeatureTaps, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -262,7 +232,7 @@ class FeatureDistillation(NoisyImageModule):
         return self.add_noise(x)  # independent: the next draw of this rank's training-noise stream
 
     def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        student_taps, teacher_taps = self._feature_taps()
+        student_taps, teacher_taps = self._feature_taps(x)
         x_noisy = self.add_noise(x)
         x_teacher = self.teacher_view(x, x_noisy)
         with torch.no_grad():
@@ -273,4 +243,84 @@ class FeatureDistillation(NoisyImageModule):
         }
         distill, terms = self.distill_loss(student_features, teacher_features, logits, teacher_logits)
         ce = F.cross_entropy(logits, y)
+        scale = self.distill_scale()
+        if scale != 1.0:
+            distill = scale * distill
+            terms["distill_scale"] = torch.tensor(scale)
         return ce + distill, logits, {"ce": ce.detach(), **terms}
+
+
+class FeatureDistillation(Distillation):
+    """Student ``self.net`` trained on noisy images to match a frozen teacher stage's features."""
+
+    requires: ClassVar[tuple[str, ...]] = ("teacher",)
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        data_info: Mapping[str, Any],
+        frozen: Mapping[str, nn.Module] | None = None,
+    ):
+        super().__init__(cfg, data_info, frozen)
+        scfg = cfg["strategy"]
+        self.fold_teacher_bn = bool(scfg["fold_teacher_bn"])
+        self._folded: FoldedBatchNorm | None = None
+        if scfg["init_from_teacher"]:
+            try:
+                self.net.load_state_dict(_unwrapped(self.teacher).state_dict())
+            except RuntimeError as err:
+                raise ConfigError(
+                    f"strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student ({err})"
+                ) from None
+
+    def attach_teacher(self) -> nn.Module:
+        if "teacher" not in self.frozen:
+            raise ValueError(
+                f"{type(self).__name__} needs frozen['teacher'] (ssd.pipeline trains or loads it)"
+            )
+        return self.teacher
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self.frozen["teacher"]
+
+    def prepare_teacher(self, x: Tensor) -> None:
+        """Fold the frozen teacher's BatchNorm into its convolutions for this fit (one pass fewer per layer).
+
+        In place and undone at teardown, so the caller's teacher, its hooks and its state dict are the
+        same objects and values before and after a fit.
+        """
+        if self.fold_teacher_bn and self._folded is None:
+            self._folded = FoldedBatchNorm(_unwrapped(self.teacher), x)
+
+    def release_teacher(self) -> None:
+        if self._folded is not None:
+            self._folded.restore()
+            self._folded = None
+
+    # ------------------------------------------------------------------ the teacher stage
+    @classmethod
+    def role_config(cls, cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
+        """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage (``ssd.strategies.teacher_stage``)."""
+        return teacher_stage.role_config(cfg, role)
+
+    @classmethod
+    def method_label(cls, cfg: Mapping[str, Any]) -> str:
+        return teacher_stage.method_label(cfg)
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        """Everything that can be wrong with a distillation config, before any stage trains."""
+        scfg = cfg["strategy"]
+        for flag in ("init_from_teacher", "fold_teacher_bn"):
+            require_bool(cfg, f"strategy.{flag}")
+        teacher_cfg = stage_config(cfg, cls.role_config(cfg, "teacher"))  # checked by ssd.config.validate
+        student_arch, teacher_arch = cfg["model"]["arch"], teacher_cfg["model"]["arch"]
+        cls.check_distill_config(cfg, teacher_arch)
+        if scfg["init_from_teacher"]:
+            require(
+                student_arch == teacher_arch,
+                "strategy.init_from_teacher",
+                True,
+                f"needs teacher and student of one architecture (student {student_arch}, teacher {teacher_arch})",
+            )

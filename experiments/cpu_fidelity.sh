@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The comparison that can decide the paper's claim on a 2-core CPU (experiment=cpu_fidelity:
+# ResNet-20, 15 epochs, 5,085 CIFAR-10 training images, all 10,000 test images), then the report.
+#
+# Methods (one row each in the report):
+#   clean (reference), vanilla, self_distill teacher_input=same and =independent (SSD),
+#   student_teacher (STL), denoise with target=clean and =noise2noise (g trained on D(x~)), joint
+#   BEYOND=1 adds online_distill and self_distill generations=2,3 (born-again), at BEYOND_SIGMAS
+# Cells (sigma, seed) run in the order of SIGMAS and SEEDS; SHARDS processes (one thread each)
+# take the next unclaimed cell, so the first sigmas finish first. Clean classifiers, denoisers
+# and teachers come from the stage cache: each is trained once.
+# Re-running with the same SWEEP resumes: finished jobs are skipped, killed ones resume.
+#
+#   bash experiments/cpu_fidelity.sh                                   # everything (~3 h, idle 2 cores)
+#   SIGMAS="0.2 0.5" BEYOND=1 bash experiments/cpu_fidelity.sh         # two sigmas + online/generations
+#   SWEEP=smoke SIGMAS=0.2 SEEDS=0 bash experiments/cpu_fidelity.sh data=synthetic '~data.variant' \
+#       '~data.limit_train' trainer.max_epochs=1                          # seconds: the plumbing
+#
+# Env: SWEEP (default cpu_fidelity), SIGMAS ("0.2 0.5 0.1 0.3"), SEEDS ("0 1 2"), SHARDS (one per
+# core), BEYOND (0), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python).
+# Extra arguments are Hydra overrides for every job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+SWEEP=${SWEEP:-cpu_fidelity}
+SIGMAS=(${SIGMAS:-0.2 0.5 0.1 0.3})
+SEEDS=(${SEEDS:-0 1 2})
+BEYOND=${BEYOND:-0}
+BEYOND_SIGMAS=" ${BEYOND_SIGMAS:-0.2 0.5} "
+SHARDS=${SHARDS:-$(nproc 2>/dev/null || echo 1)}
+export SSD_DATA_DIR=${SSD_DATA_DIR:-../shared/data}
+LOG_DIR=${SSD_LOG_DIR:-outputs}
+SWEEP_DIR="$LOG_DIR/multiruns/$SWEEP"
+CLAIMS="$SWEEP_DIR/.claims.$$"
+mkdir -p "$SWEEP_DIR" "$CLAIMS"
+
+# one Hydra multirun per method group; every group runs in every cell
+GROUPS_OF_CELL=(
+  "strategy=clean,vanilla"
+  "strategy=self_distill strategy.teacher_input=same,independent"
+  "strategy=student_teacher"
+  "strategy=denoise strategy.target=clean,noise2noise"
+  "strategy=joint"
+)
+BEYOND_GROUPS=(
+  "strategy=online_distill"
+  "strategy=self_distill strategy.teacher_input=same strategy.generations=2,3"
+)
+
+cells=()
+for sigma in "${SIGMAS[@]}"; do for seed in "${SEEDS[@]}"; do cells+=("$sigma $seed"); done; done
+
+run_cell() {  # sigma seed shard
+  local sigma=$1 seed=$2 shard=$3 groups=("${GROUPS_OF_CELL[@]}")
+  if [[ "$BEYOND" == 1 && "$BEYOND_SIGMAS" == *" $sigma "* ]]; then groups+=("${BEYOND_GROUPS[@]}"); fi
+  for group in "${groups[@]}"; do
+    # shellcheck disable=SC2086  # a group is several overrides
+    OMP_NUM_THREADS=1 "$PY" -m ssd.run -m experiment=cpu_fidelity sweep_name="$SWEEP" \
+      paths.log_dir="$LOG_DIR" noise.sigma="$sigma" seed="$seed" $group \
+      trainer.enable_progress_bar=false "${EXTRA[@]}" >> "$SWEEP_DIR/shard$shard.log" 2>&1 \
+      || echo "cell sigma=$sigma seed=$seed: '$group' failed (see $SWEEP_DIR/shard$shard.log)"
+  done
+}
+
+shard_loop() {  # shard: take the next unclaimed cell until none is left
+  local shard=$1 i
+  for i in "${!cells[@]}"; do
+    mkdir "$CLAIMS/$i" 2>/dev/null || continue   # atomic: one shard per cell
+    echo "$(date +%T) shard $shard: cell sigma=${cells[$i]% *} seed=${cells[$i]#* }"
+    run_cell ${cells[$i]} "$shard"
+  done
+}
+
+EXTRA=("$@")
+echo "cpu_fidelity: $SWEEP_DIR, sigmas ${SIGMAS[*]}, seeds ${SEEDS[*]}, $SHARDS shard(s), beyond=$BEYOND"
+start=$(date +%s)
+pids=()
+for (( shard = 0; shard < SHARDS; shard++ )); do shard_loop "$shard" & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done
+rm -rf "$CLAIMS"
+wall=$(( $(date +%s) - start ))
+echo "cpu_fidelity: sweep finished in $wall s ($(( wall / 60 )) min) with $SHARDS shard(s)" | tee "$SWEEP_DIR/wall_time.txt"
+
+"$PY" -m ssd.report "$SWEEP_DIR" --out "$SWEEP_DIR/report" > /dev/null
+echo "cpu_fidelity: report in $SWEEP_DIR/report/report.md"

@@ -1,0 +1,217 @@
+"""What a run prints: each line once, stages announced and named on their progress bars.
+
+Under ``python -m ssd.run`` Hydra's job logging owns the console and ``<run>/run.log``; Lightning
+also prints its INFO lines through a handler of its own, so every one appeared twice. ``setup``
+routes Lightning through Hydra's handlers only and drops what carries no information for ssd
+runs (each filter says why). ``OneLineSummary`` replaces Lightning's 14-line model table.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+log = logging.getLogger("ssd")
+
+LIGHTNING_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+)
+
+#: (message regex, why it carries no information for an ssd run)
+QUIET_WARNINGS = (
+    (
+        r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+        "raised inside Lightning by newer torch; nothing an ssd user can change",
+    ),
+    (
+        r".*does not have many workers",
+        "ssd's datasets are tensors in memory (on the training device): workers would only copy them",
+    ),
+    (
+        r".*is smaller than the logging interval",
+        "short epochs (tests, tiny runs); train/loss is also logged as an epoch mean",
+    ),
+    (
+        r".*module\(s\) in eval mode at the start of training",
+        "the frozen networks of a pipeline (teacher, denoiser) are in eval mode on purpose",
+    ),
+    (
+        r".*Checkpoint directory .* exists and is not empty",
+        "a resumed stage keeps its checkpoint folder on purpose: last.ckpt is what it resumes from",
+    ),
+    (
+        r".*when logging on epoch level in distributed setting",
+        "test metrics are torchmetrics objects, already reduced over all ranks",
+    ),
+)
+
+#: Lightning INFO lines never shown: advertisements, a detail of how Lightning sizes schedulers, and
+#: the normal end of every stage (other reasons to stop, e.g. max_steps, are still shown)
+DROPPED_LINES = re.compile(
+    r"💡 Tip:|^Loading `train_dataloader` to estimate number of stepping batches|^`Trainer.fit` stopped: `max_epochs="
+)
+#: Lightning INFO lines shown once per process (each stage's Trainer repeats them)
+ONCE_LINES = re.compile(r"^(GPU|TPU|HPU|IPU) available:")
+
+
+class _LightningLines(logging.Filter):
+    """Drops ``DROPPED_LINES``; lets each of ``ONCE_LINES`` through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if DROPPED_LINES.search(message):
+            return False
+        if ONCE_LINES.search(message):
+            if message in self.seen:
+                return False
+            self.seen.add(message)
+        return True
+
+
+_FILTER = _LightningLines()
+
+
+def setup() -> None:
+    """Print every line once and leave out what carries no information (idempotent).
+
+    Where the root logger has handlers (Hydra's job logging: console and ``run.log``),
+    Lightning's loggers lose their own console handlers and propagate to those instead.
+    """
+    for pattern, _why in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    has_root_handlers = bool(logging.getLogger().handlers)
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+        if has_root_handlers:
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
+            logger.propagate = True
+    # rank_zero_info logs through one of these; a parent's filters do not apply to a child's records
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        if _FILTER not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_FILTER)
+
+
+def route_rank_logs(run_dir: Path, rank: int) -> None:
+    """Rank ``rank`` (> 0) of a job: its log file is ``<run_dir>/rank<rank>.log``, its console
+    shows warnings and errors only (rank 0 prints the job's progress)."""
+    root = logging.getLogger()
+    target = Path(run_dir) / f"rank{rank}.log"
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            if Path(handler.baseFilename) == target:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            moved = logging.FileHandler(target)
+            moved.setLevel(handler.level)
+            moved.setFormatter(handler.formatter)
+            for item in handler.filters:
+                moved.addFilter(item)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(moved)
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
+
+
+def announce_stage(
+    index: int, total: int, role: str, strategy: str, source: str, key: str, teacher: str | None = None
+) -> str:
+    """Log, and return, the one line that starts stage ``index`` of ``total`` of a job, e.g.
+
+    ``[2/2] student self_distill ← teacher vanilla (cache 56c8a1b2…)``
+
+    ``source``: where the stage comes from (train, cache, run, ckpt); ``key``: its cache key;
+    ``teacher``: what the stage learns from, as it should read after the arrow.
+    """
+    line = stage_label(index, total, role, strategy)
+    if teacher:
+        line += f" ← {teacher}"
+    line += f" ({source} {key[:8]}…)" if key else f" ({source})"
+    log.info(line)
+    return line
+
+
+def stage_label(index: int, total: int, role: str, strategy: str) -> str:
+    """``[i/n] role strategy``: how a stage is named on its progress bars."""
+    return f"[{index}/{total}] {role} {strategy}"
+
+
+# --------------------------------------------------------------------------- progress bars and summary
+
+
+def _epoch(trainer: L.Trainer, label: str) -> str:
+    return f"{label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+
+
+class StageTQDMBar(TQDMProgressBar):
+    """Lightning's plain bar, each line named by its stage."""
+
+    def __init__(self, label: str, refresh_rate: int = 50) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.label = label
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(_epoch(trainer, self.label))
+
+    @property
+    def validation_description(self) -> str:
+        return f"{self.label}: validation"
+
+    @property
+    def test_description(self) -> str:
+        return f"{self.label}: test"
+
+
+class StageRichBar(RichProgressBar):
+    """Lightning's rich bar, each line named by its stage."""
+
+    def __init__(self, label: str, refresh_rate: int = 10) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.label = label
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{self.label}: epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+
+    @property
+    def validation_description(self) -> str:
+        return f"{self.label}: validation"
+
+    @property
+    def test_description(self) -> str:
+        return f"{self.label}: test"
+
+
+class OneLineSummary(L.Callback):
+    """The model summary as one line: trainable and frozen parameters of the stage's module."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in pl_module.parameters() if not p.requires_grad)
+        log.info(
+            "model %s: %s trainable, %s frozen parameters",
+            type(pl_module).__name__,
+            get_human_readable_count(trainable).strip(),
+            get_human_readable_count(frozen).strip(),
+        )

@@ -1,0 +1,82 @@
+"""SIGTERM and SIGINT end a run honestly: a ``status: interrupted`` result and exit code 128 + signal.
+
+``timeout``, SLURM, Docker and Kubernetes stop a job with SIGTERM; Ctrl-C sends SIGINT. While
+``handle_signals()`` is active, the first such signal raises :class:`Interrupted` in the main
+thread, wherever it is, so the run writes its status and its process exits 143 (SIGTERM) or 130
+(SIGINT). Everything ssd writes is atomic (checkpoints, weights, results), so stopping
+anywhere is safe and a re-run resumes from the last checkpoint. A second signal of the same kind
+gets the default action (the process dies at once), for a cleanup that hangs.
+
+SIGUSR1 (Lightning's SLURM auto-requeue signal) is left alone. Lightning adds its own SIGTERM
+handler while it trains and calls this one after it, so its requeue logic keeps working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: not an Exception, so nothing swallows it
+    """The run was stopped by a signal; ``exit_code`` is what the process should exit with."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(self.signum).name
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(err: BaseException) -> int | None:
+    """The exit status an interruption asks for (143 SIGTERM, 130 SIGINT), None for other errors."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(err, Interrupted):
+        return err.exit_code
+    if isinstance(err, SIGTERMException):  # Lightning's own SIGTERM handling, when ours is not installed
+        return 128 + signal.SIGTERM
+    if isinstance(err, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return None
+
+
+def signal_name_of(err: BaseException) -> str | None:
+    code = exit_code_of(err)
+    return signal.Signals(code - 128).name if code else None
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.received: set[int] = set()
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if signum in self.received:  # a second one: die now, the default way
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received.add(signum)
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def handle_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into :class:`Interrupted` for the body (main thread only; else a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = _Handler()
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)

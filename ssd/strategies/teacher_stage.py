@@ -1,0 +1,151 @@
+"""Where a distillation student's teacher stage comes from, and how its run is labelled in reports.
+
+The configured ``strategy.teacher`` section names the strategy that trains the teacher stage,
+an optional checkpoint and overrides of the run config for that stage. Two keys derive a
+different section from it:
+
+* ``generations=k > 1`` (born-again chains): the teacher is generation k-1, i.e. this very
+  strategy section with ``generations=k-1``; so generation 1's teacher is the configured one,
+  and every generation is a stage with its own key, cache entry and seed;
+* ``teacher_sigma``: the configured teacher, trained at that noise sigma (a ``noise.sigma``
+  stage override; the student keeps the run's noise).
+
+Stage checks run before a strategy's own ``check_config``, so ``role_config`` checks the keys
+it reads itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ssd.config.validate import require
+from ssd.paths import conf_dir
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``{a: {b: 1}}`` -> ``["a.b=1"]`` (report labels of teacher overrides)."""
+    items: list[str] = []
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            items += _flat(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={value}")
+    return items
+
+
+def role_config(cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
+    """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage for this config."""
+    scfg = cfg["strategy"]
+    check_teacher_section(cfg)
+    section = dict(scfg[role])
+    if role != "teacher":
+        return section
+    generations = scfg["generations"]
+    if generations > 1:
+        previous = {**scfg, "generations": generations - 1}
+        return {"strategy": scfg["name"], "ckpt": None, "overrides": {"strategy": previous}}
+    sigma = scfg["teacher_sigma"]
+    if sigma is not None:
+        merged = OmegaConf.merge(section.get("overrides") or {}, {"noise": {"sigma": sigma}})
+        section["overrides"] = OmegaConf.to_container(merged)
+    return section
+
+
+def method_label(cfg: Mapping[str, Any]) -> str:
+    """``self_distill:same``, ``student_teacher``, ``self_distill:same:gen2``, ``...:teacher_sigma=0.5``.
+
+    Every way the teacher differs from the strategy's default is in the label, so a report
+    never mixes a teacher ablation into the plain method's row.
+    """
+    scfg = cfg["strategy"]
+    name, teacher_input = str(scfg["name"]), str(scfg["teacher_input"])
+    label = name if (name, teacher_input) == ("student_teacher", "clean") else f"{name}:{teacher_input}"
+    if scfg["generations"] > 1:
+        label += f":gen{scfg['generations']}"
+    teacher = scfg["teacher"]
+    default_yaml = conf_dir() / "strategy" / f"{name}.yaml"
+    if default_yaml.exists() and teacher["strategy"] != OmegaConf.load(default_yaml).teacher.strategy:
+        label += f":teacher={teacher['strategy']}"
+    if scfg["teacher_sigma"] is not None:
+        label += f":teacher_sigma={scfg['teacher_sigma']:g}"
+    if teacher.get("overrides"):
+        label += f":teacher[{','.join(_flat(teacher['overrides']))}]"
+    return label
+
+
+def check_teacher_section(cfg: Mapping[str, Any]) -> None:
+    """``strategy.teacher``, ``generations`` and ``teacher_sigma``: what ``role_config`` derives the stage from."""
+    scfg = cfg["strategy"]
+    generations = scfg.get("generations")
+    require(
+        isinstance(generations, int) and not isinstance(generations, bool) and generations >= 1,
+        "strategy.generations",
+        generations,
+        "must be an integer >= 1 (1: one student of the configured teacher; k: a chain of k students)",
+    )
+    if generations > 1:
+        require(
+            (conf_dir() / "strategy" / f"{scfg['name']}.yaml").exists(),
+            "strategy.name",
+            scfg["name"],
+            "must name a conf/strategy/*.yaml when strategy.generations > 1 (earlier generations are built from it)",
+        )
+    teacher = scfg.get("teacher")
+    require(
+        isinstance(teacher, Mapping),
+        "strategy.teacher",
+        teacher,
+        "must be a section with keys strategy, ckpt, overrides",
+    )
+    available = sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
+    require(
+        teacher.get("strategy") in available,
+        "strategy.teacher.strategy",
+        teacher.get("strategy"),
+        f"must name a config in conf/strategy: {', '.join(available)}",
+    )
+    ckpt = teacher.get("ckpt")
+    require(
+        ckpt is None or Path(str(ckpt)).is_file(),
+        "strategy.teacher.ckpt",
+        ckpt,
+        "must be null or an existing net.pt / Lightning .ckpt file",
+    )
+    overrides = teacher.get("overrides")
+    require(
+        overrides is None or isinstance(overrides, Mapping),
+        "strategy.teacher.overrides",
+        overrides,
+        "must be null or a mapping merged into the teacher stage's config",
+    )
+    _check_teacher_sigma(cfg, overrides or {})
+
+
+def _check_teacher_sigma(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    sigma = cfg["strategy"].get("teacher_sigma")
+    if sigma is None:
+        return
+    require(
+        _is_number(sigma) and sigma >= 0, "strategy.teacher_sigma", sigma, "must be null or a number >= 0"
+    )
+    require(
+        "sigma" in cfg["noise"],
+        "strategy.teacher_sigma",
+        sigma,
+        f"needs a noise model with a sigma (noise={cfg['noise']['name']}); "
+        "use strategy.teacher.overrides={noise: {...}} for its own level",
+    )
+    require(
+        "sigma" not in (overrides.get("noise") or {}),
+        "strategy.teacher_sigma",
+        sigma,
+        "and strategy.teacher.overrides.noise.sigma are both set; keep one",
+    )

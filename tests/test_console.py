@@ -1,0 +1,186 @@
+"""What a run prints (ssd/console.py) and what its loggers record once (ssd/loggers.py)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from ssd import console
+from ssd.loggers import StageCSVLogger, StageWandbLogger, build_logger
+from ssd.train import _progress_bar
+from tests.helpers import ONE_THREAD, REPO, SMALL, TINY, compose_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
+
+HYDRA_PREFIX = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[[A-Z]+\] - ")  # [time][logger][LEVEL] -
+
+
+def shown_lines(output: str) -> list[str]:
+    """The lines a terminal ends up showing (the last carriage-return segment of each), without
+    Hydra's ``[time][logger][LEVEL] -`` prefix, so the same message printed twice compares equal."""
+    lines = []
+    for raw in output.split("\n"):  # (str.splitlines would also split at the bars' carriage returns)
+        line = raw.split("\r")[-1].strip()
+        line = HYDRA_PREFIX.sub("", line)
+        line = re.sub(r"^(INFO|WARNING): ", "", line)
+        if line:
+            lines.append(line)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def self_distill_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The console of a tiny two-stage self_distill run, with its progress bars and CSV logger."""
+    tmp = tmp_path_factory.mktemp("console")
+    args = [*SMALL, "strategy=self_distill", "logger=csv", "trainer.enable_progress_bar=true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssd.run",
+        f"paths.log_dir={tmp}/outputs",
+        f"paths.cache_dir={tmp}/cache",
+        *args,
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "default", **ONE_THREAD}
+    # bytes, then decoded: text mode would turn the progress bars' carriage returns into newlines
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, err[-3000:]
+    return out + err
+
+
+def test_a_two_stage_run_prints_no_line_twice(self_distill_output: str) -> None:
+    repeated = {line: n for line, n in Counter(shown_lines(self_distill_output)).items() if n > 1}
+    assert not repeated, repeated
+
+
+def test_the_console_has_no_noise(self_distill_output: str) -> None:
+    out = self_distill_output
+    for noise in (
+        "Tip:",
+        "litlogger",
+        "LeafSpec",
+        "Trainable params",
+        "┏",
+        "exists and is not empty",
+        "hp_metric",
+    ):
+        assert noise not in out, noise
+    models = [line for line in shown_lines(out) if line.startswith("model ")]
+    assert len(models) == 2, models  # the model summary: one line per stage
+    assert "frozen parameters" in models[1] and not models[1].endswith(" 0 frozen parameters")
+
+
+def test_both_stages_are_announced(self_distill_output: str) -> None:
+    lines = shown_lines(self_distill_output)
+    assert any(line.startswith("[1/2] teacher vanilla") for line in lines), lines
+    assert any(line.startswith("[2/2] student self_distill") for line in lines), lines
+
+
+def test_announce_stage_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ssd"):
+        line = console.announce_stage(
+            2, 2, "student", "self_distill", "cache", "56c8a1b2c3d4", "teacher vanilla"
+        )
+    assert line == "[2/2] student self_distill ← teacher vanilla (cache 56c8a1b2…)"
+    assert [r.getMessage() for r in caplog.records] == [line]
+    assert console.announce_stage(1, 2, "teacher", "vanilla", "train", "") == "[1/2] teacher vanilla (train)"
+
+
+def test_progress_bars_carry_the_stage_label() -> None:
+    bar = _progress_bar("[1/2] teacher vanilla")
+    assert isinstance(bar, console.StageTQDMBar | console.StageRichBar)
+    assert bar.test_description == "[1/2] teacher vanilla: test"
+    assert type(_progress_bar()).__name__ in (
+        "TQDMProgressBar",
+        "RichProgressBar",
+    )  # no label: Lightning's own
+
+
+def test_quiet_warnings_are_filtered_and_others_are_not() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        console.setup()
+        warnings.warn(
+            "The dataloader, train_dataloader, does not have many workers which may be a bottleneck.",
+            stacklevel=1,
+        )
+        warnings.warn("something ssd users must see", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something ssd users must see"]
+
+
+def test_lightning_lines_go_through_the_root_handlers_only() -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    root.addHandler(handler)
+    lightning_logger = logging.getLogger("lightning")
+    before = list(lightning_logger.handlers), lightning_logger.propagate
+    try:
+        lightning_logger.addHandler(logging.StreamHandler())  # what `import lightning` adds
+        console.setup()
+        assert not [h for h in lightning_logger.handlers if type(h) is logging.StreamHandler]
+        assert lightning_logger.propagate
+    finally:
+        root.removeHandler(handler)
+        lightning_logger.handlers[:] = before[0]
+        lightning_logger.propagate = before[1]
+
+
+# --------------------------------------------------------------------------- loggers
+
+
+def test_csv_logger_appends_when_resuming_and_starts_over_otherwise(tmp_path: Path) -> None:
+    stage = tmp_path / "main"
+    stage.mkdir()
+    (stage / "plan.json").write_text("{}")  # a stage folder is never empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "directory not empty" warning
+        first = StageCSVLogger(stage, resuming=False)
+        first.log_metrics({"train/loss": 1.0}, step=0)
+        first.save()
+        resumed = StageCSVLogger(stage, resuming=True)
+        resumed.log_metrics({"val/acc": 0.5}, step=1)
+        resumed.save()
+    rows = list(csv.DictReader((stage / "metrics.csv").open()))
+    assert [(r["step"], r["train/loss"], r["val/acc"]) for r in rows] == [("0", "1.0", ""), ("1", "", "0.5")]
+    fresh = StageCSVLogger(stage, resuming=False)
+    fresh.log_metrics({"val/acc": 0.7}, step=0)
+    fresh.save()
+    assert [r["val/acc"] for r in csv.DictReader((stage / "metrics.csv").open())] == ["0.7"]
+
+
+def test_csv_logger_resumes_only_with_a_checkpoint(tmp_path: Path) -> None:
+    cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=csv"], tmp_path), resolve=True)
+    stage = tmp_path / "main"
+    assert build_logger(cfg, "main", stage, "g")._resuming is False  # noqa: SLF001
+    (stage / "checkpoints").mkdir(parents=True)
+    (stage / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert build_logger(cfg, "main", stage, "g")._resuming is True  # noqa: SLF001
+
+
+def test_tensorboard_has_no_placeholder_hp_metric(tmp_path: Path) -> None:
+    cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=tensorboard"], tmp_path), resolve=True)
+    assert build_logger(cfg, "main", tmp_path / "main", "g")._default_hp_metric is False  # noqa: SLF001
+
+
+def test_wandb_gets_the_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config goes to wandb.init; the strategy's saved hyperparameters add only data_info."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    logged: list[dict] = []
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: logged.append(dict(params)))
+    cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=wandb"], tmp_path), resolve=True)
+    logger = build_logger(cfg, "main", tmp_path / "main", "g")
+    assert isinstance(logger, StageWandbLogger) and logger._wandb_init["config"] == cfg  # noqa: SLF001
+    logger.log_hyperparams({"cfg": cfg, "data_info": {"num_classes": 10}})
+    assert logged == [{"data_info": {"num_classes": 10}}]
