@@ -6,9 +6,11 @@
 #   clean (reference), vanilla, self_distill teacher_input=same and =independent (SSD),
 #   student_teacher (STL), denoise with target=clean and =noise2noise (g trained on D(x~)), joint
 #   BEYOND=1 adds online_distill and self_distill generations=2,3 (born-again), at BEYOND_SIGMAS
-# Cells (sigma, seed) run in the order of SIGMAS and SEEDS; SHARDS processes (one thread each)
-# take the next unclaimed cell, so the first sigmas finish first. Clean classifiers, denoisers
-# and teachers come from the stage cache: each is trained once.
+# Order: sigma by sigma (SIGMAS), and within a sigma method group by method group, seeds
+# interleaved: SHARDS processes (one thread each) take the next unclaimed (sigma, group, seed)
+# task, so the first sigma's table is complete first. Clean classifiers, denoisers and teachers
+# come from the stage cache: each is trained once (a job needing one another shard is training
+# waits for it on the cache lock).
 # Re-running with the same SWEEP resumes: finished jobs are skipped, killed ones resume.
 #
 #   bash experiments/cpu_fidelity.sh                                   # everything (~3 h, idle 2 cores)
@@ -48,27 +50,24 @@ BEYOND_GROUPS=(
   "strategy=self_distill strategy.teacher_input=same strategy.generations=2,3"
 )
 
-cells=()
-for sigma in "${SIGMAS[@]}"; do for seed in "${SEEDS[@]}"; do cells+=("$sigma $seed"); done; done
-
-run_cell() {  # sigma seed shard
-  local sigma=$1 seed=$2 shard=$3 groups=("${GROUPS_OF_CELL[@]}")
+tasks=()  # "sigma|seed|group"
+for sigma in "${SIGMAS[@]}"; do
+  groups=("${GROUPS_OF_CELL[@]}")
   if [[ "$BEYOND" == 1 && "$BEYOND_SIGMAS" == *" $sigma "* ]]; then groups+=("${BEYOND_GROUPS[@]}"); fi
-  for group in "${groups[@]}"; do
+  for group in "${groups[@]}"; do for seed in "${SEEDS[@]}"; do tasks+=("$sigma|$seed|$group"); done; done
+done
+
+shard_loop() {  # shard: take the next unclaimed task until none is left
+  local shard=$1 i sigma seed group
+  for i in "${!tasks[@]}"; do
+    mkdir "$CLAIMS/$i" 2>/dev/null || continue   # atomic: one shard per task
+    IFS='|' read -r sigma seed group <<< "${tasks[$i]}"
+    echo "$(date +%T) shard $shard: sigma=$sigma seed=$seed $group"
     # shellcheck disable=SC2086  # a group is several overrides
     OMP_NUM_THREADS=1 "$PY" -m ssd.run -m experiment=cpu_fidelity sweep_name="$SWEEP" \
       paths.log_dir="$LOG_DIR" noise.sigma="$sigma" seed="$seed" $group \
       trainer.enable_progress_bar=false "${EXTRA[@]}" >> "$SWEEP_DIR/shard$shard.log" 2>&1 \
-      || echo "cell sigma=$sigma seed=$seed: '$group' failed (see $SWEEP_DIR/shard$shard.log)"
-  done
-}
-
-shard_loop() {  # shard: take the next unclaimed cell until none is left
-  local shard=$1 i
-  for i in "${!cells[@]}"; do
-    mkdir "$CLAIMS/$i" 2>/dev/null || continue   # atomic: one shard per cell
-    echo "$(date +%T) shard $shard: cell sigma=${cells[$i]% *} seed=${cells[$i]#* }"
-    run_cell ${cells[$i]} "$shard"
+      || echo "sigma=$sigma seed=$seed: '$group' failed (see $SWEEP_DIR/shard$shard.log)"
   done
 }
 

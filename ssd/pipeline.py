@@ -89,11 +89,9 @@ def build_datamodule(cfg: Mapping[str, Any]) -> tuple[L.LightningDataModule, dic
 
 def count_stages(cfg: Mapping[str, Any]) -> int:
     """How many stages a job has (itself and, recursively, what it requires): for "[i/n]" announcements."""
-    roles = strategy_class(cfg).required_roles(cfg)
-    return 1 + sum(
-        1 if cfg["strategy"][r].get("ckpt") else count_stages(stage_config(cfg, cfg["strategy"][r]))
-        for r in roles
-    )
+    cls = strategy_class(cfg)
+    sections = [cls.role_config(cfg, role) for role in cls.required_roles(cfg)]
+    return 1 + sum(1 if s.get("ckpt") else count_stages(stage_config(cfg, s)) for s in sections)
 
 
 class Pipeline:
@@ -119,8 +117,9 @@ class Pipeline:
         """Obtain every stage ``cfg``'s strategy requires: (frozen nets by role, records by role)."""
         frozen: dict[str, nn.Module] = {}
         records: dict[str, dict[str, Any]] = {}
-        for role in strategy_class(cfg).required_roles(cfg):
-            role_cfg = cfg["strategy"][role]
+        cls = strategy_class(cfg)
+        for role in cls.required_roles(cfg):
+            role_cfg = cls.role_config(cfg, role)
             sub_cfg = stage_config(cfg, role_cfg)
             module, records[role] = self.stage(role, sub_cfg, base_dir / role, ckpt=role_cfg.get("ckpt"))
             frozen[role] = module.net

@@ -15,6 +15,8 @@ uses as its teacher is the same entry that denoise and joint use as their classi
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -23,6 +25,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch import nn
@@ -84,14 +89,35 @@ def data_fingerprint(datamodule: L.LightningDataModule) -> dict[str, Any]:
     return {"content": content, "splits": sizes}
 
 
+def _compose_strategy(name: str) -> dict[str, Any]:
+    """``strategy=<name>`` as Hydra composes it: its defaults list, and the app's config search path."""
+    try:
+        composed = compose(config_name="config", overrides=[f"strategy={name}"])
+    except MissingConfigException as err:
+        raise FileNotFoundError(f"stage strategy {name!r} has no config strategy/{name}.yaml") from err
+    return OmegaConf.to_container(composed.strategy, resolve=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_strategy_from_conf_dir(name: str) -> dict[str, Any]:
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        return _compose_strategy(name)
+
+
+def strategy_section(name: str) -> dict[str, Any]:
+    """The config section of strategy ``name``; inside a Hydra app (``python -m ssd.run``, also with
+    ``--config-dir``) from that app's search path, elsewhere (tests, notebooks) from ssd's ``conf/``."""
+    if GlobalHydra.instance().is_initialized():
+        return _compose_strategy(name)
+    return copy.deepcopy(_compose_strategy_from_conf_dir(name))
+
+
 def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The full config of a required stage: the run's, with the stage's strategy and overrides.
 
     Stage overrides may not touch ``data``: every stage of a run trains on the run's datamodule.
     """
-    strategy_yaml = conf_dir() / "strategy" / f"{role_cfg['strategy']}.yaml"
-    if not strategy_yaml.exists():
-        raise FileNotFoundError(f"stage strategy {role_cfg['strategy']!r} has no config {strategy_yaml}")
+    section = strategy_section(str(role_cfg["strategy"]))
     overrides = role_cfg.get("overrides") or {}
     if isinstance(overrides, Mapping) and "data" in overrides:
         raise ConfigError(
@@ -99,7 +125,7 @@ def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dic
             "set data.* for the whole run instead"
         )
     base = OmegaConf.create({k: v for k, v in run_cfg.items() if k != "strategy"})
-    merged = OmegaConf.merge(base, {"strategy": OmegaConf.load(strategy_yaml)}, overrides)
+    merged = OmegaConf.merge(base, {"strategy": section}, overrides)
     return OmegaConf.to_container(merged, resolve=True)
 
 

@@ -173,6 +173,7 @@ def train_stage(
             log.info("stage %s: %s trains nothing here; evaluation only", stage, cfg["strategy"]["name"])
         fit_seconds = time.perf_counter() - start
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
+        test_seconds = time.perf_counter() - start - fit_seconds
         exit_code = 0
     finally:
         finish_logger(logger, exit_code)
@@ -187,6 +188,7 @@ def train_stage(
         "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
         "epochs": int(trainer.current_epoch),
         "fit_seconds": fit_seconds,
+        "test_seconds": test_seconds,
         "train_images_per_s": throughput.images_per_second,
         "world_size": int(trainer.world_size),
         "train_samples_per_epoch": samples.last_epoch_total,  # all ranks together, last epoch trained here

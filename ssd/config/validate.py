@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssd.config.errors import ConfigError
 from ssd.config.keys import check_unknown_keys
 from ssd.config.resources import check_checkpoint, check_devices, check_writable
+from ssd.stages import stage_config
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
@@ -298,8 +299,6 @@ def _check_strategy(cfg: Mapping[str, Any]) -> type:
 
 def _check_stage(cfg: Mapping[str, Any], role: str) -> None:
     """Check a required stage's whole config (the run's, with ``strategy.<role>``'s strategy and overrides)."""
-    from ssd.pipeline import stage_config
-
     section = _get(cfg, f"strategy.{role}")
     require(
         isinstance(section, Mapping) and "strategy" in section,
@@ -308,6 +307,8 @@ def _check_stage(cfg: Mapping[str, Any], role: str) -> None:
         "must be a section with strategy, ckpt and overrides",
     )
     try:
+        # the strategy's own view of the section (e.g. generation k's teacher is generation k-1)
+        section = get_class(cfg["strategy"]["_target_"]).role_config(cfg, role)
         # init_from and eval_only are the main stage's (ssd.train applies them to it alone)
         sub = {**stage_config(cfg, section), "init_from": None, "eval_only": False}
         validate(sub)

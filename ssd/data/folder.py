@@ -1,4 +1,4 @@
-"""Datamodule for ImageNet-style folders (``root/train/<class>/*``, ``root/val/<class>/*``).
+"""Image folders (``root/train/<class>/*``, ``root/val/<class>/*``): the scan and the datamodule.
 
 Images too large to keep in memory are decoded and augmented in DataLoader workers. Output is
 float in [0,1], NOT normalised (the classifier normalises). Test = the ``val/`` folder (the
@@ -7,26 +7,114 @@ ImageNet convention); validation is carved from ``train/``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssd.data.memory import carve_validation, per_device_batch
-from ssd.data.sampling import ShardedSampler, world_and_rank
-from ssd.data.sources import _absolute, scan_image_folder
+from ssd.data.base import ShardedDataModule
+from ssd.data.protocol import Batch
+from ssd.data.roots import absolute_path
+from ssd.data.splits import carve_validation
 
 log = logging.getLogger("ssd.data")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def unreadable_images(paths: list[str], threads: int = 16) -> list[tuple[str, str]]:
+    """(path, reason) of the files PIL cannot identify as an image (header read only: fast).
+
+    A text file named ``.jpg``, an empty or cut-off-at-the-start file fail here; an image cut
+    off later still fails at decode time, where ``FolderDataModule`` names the file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def check(path: str) -> tuple[str, str] | None:
+        try:
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    return path, f"empty image {im.width}x{im.height}"
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+            return path, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:  # I/O bound
+        return [bad for bad in pool.map(check, paths, chunksize=256) if bad is not None]
+
+
+def scan_image_folder(
+    root: str | Path, splits: tuple[str, ...] = ("train", "val"), check_images: bool = True
+) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Scan ``root/<split>/<class>/*`` with ImageFolder semantics; fail early and clearly.
+
+    Returns (classes, {split: [(path, class_index), ...]}). Every split must hold the same
+    classes and every class folder at least one image, so labels mean the same in train and val.
+    ``check_images``: read every file's header and skip the ones that are not images (the log
+    says how many and which), instead of crashing mid-epoch.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    root = absolute_path(root)
+    classes: list[str] | None = None
+    samples: dict[str, list[tuple[str, int]]] = {}
+    for split in splits:
+        folder = root / split
+        if not folder.is_dir():
+            raise ValueError(
+                f"image folder split missing: {folder} (expected {root}/{split}/<class>/<images>)"
+            )
+        try:
+            split_classes, class_to_idx = find_classes(str(folder))
+        except FileNotFoundError as e:
+            raise ValueError(f"{folder}: no class folders ({e})") from None
+        if classes is None:
+            classes = split_classes
+        elif split_classes != classes:
+            only_first = sorted(set(classes) - set(split_classes))
+            only_here = sorted(set(split_classes) - set(classes))
+            raise ValueError(
+                f"{folder}: class folders differ from {root / splits[0]}: "
+                f"missing here {only_first[:10]}, extra here {only_here[:10]}"
+            )
+        found = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        if check_images and found:
+            bad = unreadable_images([path for path, _ in found])
+            if bad:
+                skipped = {path for path, _ in bad}
+                found = [(path, c) for path, c in found if path not in skipped]
+                shown = "; ".join(f"{path} ({why})" for path, why in bad[:5])
+                log.warning(
+                    "%s: skipping %d file(s) that are not readable images%s: %s",
+                    folder,
+                    len(bad),
+                    " (first 5)" if len(bad) > 5 else "",
+                    shown,
+                )
+        counts = np.bincount([c for _, c in found], minlength=len(split_classes))
+        empty = [split_classes[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            raise ValueError(
+                f"{folder}: class folder(s) with no images: {[str(folder / c) for c in empty[:10]]}"
+            )
+        samples[split] = found
+    assert classes is not None
+    return classes, samples
+
+
+# --------------------------------------------------------------------------- datamodule
 
 
 class IndexedImageDataset(Dataset):
@@ -70,68 +158,50 @@ def _evenly(samples: list[tuple[str, int]], limit: int | None) -> list[tuple[str
     return [samples[i] for i in np.unique(keep)]
 
 
-class FolderDataModule(L.LightningDataModule):
+class FolderDataModule(ShardedDataModule):
     """ImageFolder tree -> batches ``(x float [0,1], y, idx)`` through DataLoader workers.
 
-    Args:
-        root: the folder holding ``train/`` and ``val/`` (used as given; relative to launch dir).
+    Args (the shared settings are ``ShardedDataModule``'s):
+        root: the folder holding ``train/`` and ``val/`` (relative: to the launch directory).
         image_size: crop size fed to the network.
-        batch_size: GLOBAL training batch (split evenly over devices; must divide).
-        eval_batch_size: GLOBAL eval batch (default ``batch_size``; split rounding up).
-        val_size: int count or float fraction of ``train/`` held out for validation; 0 = none.
-        split_seed: seed of that split; seed: data order / worker seeds.
-        augment: RandomResizedCrop + flip for training (else the eval transform).
         num_workers: DataLoader workers per device; pin_memory: default when CUDA is available.
-        channels_last: return ``x`` in channels_last memory format.
-        limit_train / limit_test: keep N evenly spaced images (tiny runs).
         check_images: read every file's header when scanning and skip non-images (with a count in
             the log) instead of crashing mid-epoch; false skips the check for huge trusted folders.
+        augment: RandomResizedCrop + flip for training (else the eval transform).
+        limit_train / limit_test: keep N evenly spaced images (folders are sorted by class).
+        batch_size: default 256 here.
     """
 
     def __init__(
         self,
         root: str | Path,
-        name: str = "imagefolder",
         image_size: int = 224,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 0.1,
-        split_seed: int = 0,
-        seed: int = 0,
-        augment: bool = True,
         num_workers: int = 4,
         pin_memory: bool | None = None,
-        channels_last: bool = False,
-        limit_train: int | None = None,
-        limit_test: int | None = None,
         check_images: bool = True,
+        *,
+        name: str = "imagefolder",
+        batch_size: int = 256,
+        **settings: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(name=name, batch_size=batch_size, **settings)
         self.root = root
-        self.name = name
         self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.val_size = val_size
-        self.split_seed = int(split_seed)
-        self.seed = int(seed)
-        self.augment = augment
         self.num_workers = int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.channels_last = channels_last
-        self.limit_train = limit_train
-        self.limit_test = limit_test
         self.check_images = bool(check_images)
         self.mean: tuple[float, ...] = IMAGENET_MEAN
         self.std: tuple[float, ...] = IMAGENET_STD
         self.classes: list[str] | None = None
+        self._root: Path | None = None
         self._splits: dict[str, list[tuple[str, int]]] | None = None
         self._source: str | None = None
+        self._fingerprint: str | None = None
 
     def _ensure_scanned(self) -> None:
         if self._splits is not None:
             return
-        root = _absolute(self.root)
+        root = self._root = absolute_path(self.root)
         self.classes, samples = scan_image_folder(root, check_images=self.check_images)
         train = _evenly(samples["train"], self.limit_train)
         test = _evenly(samples["val"], self.limit_test)
@@ -167,57 +237,56 @@ class FolderDataModule(L.LightningDataModule):
         assert self._source is not None
         return self._source
 
-    @property
+    def samples(self, split: str) -> list[tuple[str, int]]:
+        """(path, label) of ``train``, ``val`` or ``test``, in loader index order."""
+        self._ensure_scanned()
+        assert self._splits is not None
+        return self._splits[split]
+
     def split_sizes(self) -> dict[str, int]:
-        self._ensure_scanned()
-        assert self._splits is not None
-        return {k: len(v) for k, v in self._splits.items()}
+        return {k: len(self.samples(k)) for k in ("train", "val", "test")}
 
-    def _world(self) -> tuple[int, int]:
-        if self.trainer is not None:
-            return int(self.trainer.world_size), int(self.trainer.global_rank)
-        return world_and_rank()
+    def fingerprint(self) -> str:
+        """A hash of the sorted (path relative to ``root``, label) pairs of the train split and the val labels.
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        self._ensure_scanned()
-        assert self._splits is not None
-        samples = self._splits[split]
-        world, rank = self._world()
-        batch = (
-            per_device_batch(self.batch_size, world)
-            if train
-            else max(1, math.ceil(self.eval_batch_size / world))
-        )
+        File names, not file contents: hashing every image of a large folder would cost a full read.
+        Moving the folder keeps the hash; adding, removing or relabelling a training image changes it.
+        """
+        if self._fingerprint is None:
+            train = self.samples("train")
+            assert self._root is not None
+            pairs = sorted((Path(path).relative_to(self._root).as_posix(), label) for path, label in train)
+            digest = hashlib.sha256()
+            digest.update(f"train:{len(pairs)}".encode())
+            for rel, label in pairs:
+                digest.update(f"{rel}\0{label}\n".encode())
+            val = self.samples("val")
+            digest.update(f"val:{len(val)}".encode())
+            digest.update(np.array([label for _, label in val], dtype=np.int64).tobytes())
+            self._fingerprint = digest.hexdigest()[:20]
+        return self._fingerprint
+
+    def make_loader(self, split: str, train: bool) -> DataLoader:
+        samples = self.samples(split)
+        rank = self.world()[1]
         dataset = IndexedImageDataset(
             samples, folder_transforms(self.image_size, train=train and self.augment)
         )
-        sampler = ShardedSampler(len(samples), world, rank, shuffle=train, seed=self.seed, pad=train)
         # Per-rank generator: worker augmentation streams differ across ranks and epochs.
         generator = torch.Generator().manual_seed(
             self.seed * 1_000_003 + 7919 * (rank + 1) + (0 if train else 1)
         )
         return DataLoader(
             dataset,
-            batch_size=batch,
-            sampler=sampler,
+            batch_size=self.local_batch_size(train),
+            sampler=self.sampler(len(samples), train),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             generator=generator,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.split_sizes["val"]:
-            return []  # val_size=0: no validation
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor, Tensor]:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Batch:
         x, y, idx = batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

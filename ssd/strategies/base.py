@@ -81,6 +81,11 @@ class NoisyImageModule(L.LightningModule):
         return cls.requires
 
     @classmethod
+    def role_config(cls, cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
+        """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage (default: ``strategy.<role>``)."""
+        return dict(cfg["strategy"][role])
+
+    @classmethod
     def method_label(cls, cfg: Mapping[str, Any]) -> str:
         """The row this run belongs to in a report: the strategy name plus what tells its variants apart."""
         return str(cfg["strategy"]["name"])

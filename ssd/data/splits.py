@@ -1,12 +1,15 @@
-"""A sampler that shards indices over DDP ranks, built by the datamodule itself.
+"""How a dataset is divided: train/val carved from the training files, then each split over devices.
 
-Training: a seeded permutation per epoch, padded by wrap-around so every rank gets the same
-number of samples (as ``DistributedSampler``). Evaluation (``pad=False``): rank r gets
-r, r+R, r+2R, ... with no padding, so every sample is evaluated exactly once and a test
-accuracy is the same for any number of devices.
+Validation: a seeded permutation of the training set (``split_seed``, fixed across training seeds)
+holds out ``val_size`` images. Devices: the GLOBAL batch size is split evenly over them, and
+``ShardedSampler`` gives each rank its share of a split's indices.
 
-It subclasses ``DistributedSampler`` only so that Lightning recognises it as already
-distributed and never wraps it again (whatever ``use_distributed_sampler`` says).
+``ShardedSampler`` for training: a seeded permutation per epoch, padded by wrap-around so every
+rank gets the same number of samples (as ``DistributedSampler``). Evaluation (``pad=False``): rank
+r gets r, r+R, r+2R, ... with no padding, so every sample is evaluated exactly once and a test
+accuracy is the same for any number of devices. It subclasses ``DistributedSampler`` only so that
+Lightning recognises it as already distributed and never wraps it again (whatever
+``use_distributed_sampler`` says).
 """
 
 from __future__ import annotations
@@ -16,7 +19,49 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.utils.data.distributed import DistributedSampler
+
+
+def val_count(n: int, val_size: int | float) -> int:
+    """Validation count from an int count or a float fraction in [0, 1) of ``n``."""
+    if isinstance(val_size, bool) or not isinstance(val_size, int | float):
+        raise TypeError(f"data.val_size must be an int count or a float fraction, got {val_size!r}")
+    if isinstance(val_size, float) and val_size < 1:
+        if val_size < 0:
+            raise ValueError(f"data.val_size={val_size}: a fraction must be in [0, 1)")
+        n_val = round(val_size * n)
+    elif isinstance(val_size, float) and not val_size.is_integer():
+        raise ValueError(f"data.val_size={val_size}: use a fraction in [0, 1) or an integer count")
+    else:
+        n_val = int(val_size)
+    if not 0 <= n_val < n:
+        raise ValueError(
+            f"data.val_size={val_size} gives {n_val} validation images out of {n} training images"
+        )
+    return n_val
+
+
+def carve_validation(n: int, val_size: int | float, split_seed: int) -> tuple[Tensor, Tensor]:
+    """Deterministic (train_indices, val_indices), each sorted, from a seeded permutation."""
+    n_val = val_count(n, val_size)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split_seed)))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def per_device_batch(batch_size: int, world_size: int, what: str = "data.batch_size") -> int:
+    """The global training batch size split evenly over devices."""
+    if batch_size < 1 or batch_size % world_size:
+        raise ValueError(
+            f"{what}={batch_size} is the GLOBAL batch size and must be a positive multiple of the "
+            f"number of devices ({world_size}); choose e.g. {max(1, batch_size // world_size) * world_size}"
+        )
+    return batch_size // world_size
+
+
+def per_device_eval_batch(batch_size: int, world_size: int) -> int:
+    """The global evaluation batch size over devices, rounding up (any size is allowed)."""
+    return max(1, math.ceil(batch_size / world_size))
 
 
 def world_and_rank(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:

@@ -1,0 +1,144 @@
+"""What every datamodule here shares: its settings, declared once, and loaders it shards itself.
+
+A source family's class declares only where its data comes from (``root``, ``variant``,
+``train``, ...) and family defaults it changes; every other setting travels on with
+``**settings`` to ``ShardedDataModule.__init__``, the one place they are declared and documented.
+``inspect.signature`` of a family class still lists every parameter (``__init_subclass__`` writes
+it), so Hydra key checks and ``help()`` see the same keys as ``conf/data/*.yaml``.
+
+Samplers are built here (``ShardedSampler``), so the trainer runs with
+``use_distributed_sampler=False`` and evaluation counts each sample exactly once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ssd.data.splits import ShardedSampler, per_device_batch, per_device_eval_batch, world_and_rank
+
+
+class ShardedDataModule(L.LightningDataModule, ABC):
+    """Train/val/test splits served as ``(x, y, idx)`` batches, each split sharded over devices.
+
+    Settings (keyword-only; the keys every ``conf/data/*.yaml`` may set):
+        name: the dataset's name (logs, results).
+        batch_size: GLOBAL training batch (split evenly over devices; must divide).
+        eval_batch_size: GLOBAL eval batch (default ``batch_size``; split rounding up).
+        val_size: int count or float fraction of the training images held out for validation; 0 = none.
+        split_seed: seed of the train/val split (keep fixed across training seeds).
+        seed: data order and augmentation seed; the pipeline sets it per stage (``NoisyDataModule``).
+        augment: augment training batches (each family says how).
+        channels_last: return ``x`` in channels_last memory format.
+        limit_train / limit_test: keep only N images (tiny runs; each family says which N).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int | float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+        channels_last: bool = False,
+        limit_train: int | None = None,
+        limit_test: int | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
+            allowed = ", ".join(inspect.signature(type(self)).parameters)
+            raise TypeError(f"{type(self).__name__}: unknown data setting(s) {given}; allowed: {allowed}")
+        super().__init__()
+        self.name = name
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.val_size = val_size
+        self.split_seed = int(split_seed)
+        self.seed = int(seed)
+        self.augment = augment
+        self.channels_last = channels_last
+        self.limit_train = limit_train
+        self.limit_test = limit_test
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = full_signature(cls)
+
+    # ------------------------------------------------------------------ each family provides
+
+    @abstractmethod
+    def split_sizes(self) -> dict[str, int]:
+        """Images in ``train``, ``val`` and ``test``."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A content hash of what training sees (see ``NoisyDataModule``)."""
+
+    @abstractmethod
+    def make_loader(self, split: str, train: bool) -> DataLoader:
+        """The loader of one split for this rank (use ``local_batch_size`` and ``sampler``)."""
+
+    # ------------------------------------------------------------------ shared
+
+    def world(self) -> tuple[int, int]:
+        """(world size, global rank): the trainer's when attached, else torch.distributed's."""
+        if self.trainer is not None:
+            return int(self.trainer.world_size), int(self.trainer.global_rank)
+        return world_and_rank()
+
+    def local_batch_size(self, train: bool) -> int:
+        """This device's share of the global training or evaluation batch."""
+        world = self.world()[0]
+        if train:
+            return per_device_batch(self.batch_size, world)
+        return per_device_eval_batch(self.eval_batch_size, world)
+
+    def sampler(self, n: int, train: bool) -> ShardedSampler:
+        """This rank's indices of a split of ``n``: shuffled per epoch and padded for training."""
+        world, rank = self.world()
+        return ShardedSampler(n, world, rank, shuffle=train, seed=self.seed, pad=train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.split_sizes()["val"]:
+            return []  # val_size=0: no validation
+        return self.make_loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_loader("test", train=False)
+
+
+def full_signature(cls: type) -> inspect.Signature:
+    """``cls.__init__``'s own parameters, then the keyword-only ones it passes on with ``**settings``.
+
+    Positional parameters say where a family's data comes from and stay with their class;
+    keyword-only parameters are settings and are inherited unless the class names them itself.
+    """
+    own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+    kept = [p for p in own if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    if len(kept) == len(own):
+        return inspect.Signature(kept)
+    parent = next((base for base in cls.__mro__[1:] if issubclass(base, ShardedDataModule)), None)
+    if parent is None:  # the base itself: its ``**unknown`` only rejects
+        return inspect.Signature(kept)
+    named = {p.name for p in kept}
+    passed_on = [
+        p
+        for p in inspect.signature(parent).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in named
+    ]
+    return inspect.Signature(kept + passed_on)
+
+
+# The base's own signature, without the ``**unknown`` it takes only to reject it clearly.
+ShardedDataModule.__signature__ = full_signature(ShardedDataModule)  # type: ignore[attr-defined]
