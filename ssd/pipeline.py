@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import time
 import uuid
 from collections.abc import Mapping
@@ -32,12 +33,14 @@ from hydra.utils import instantiate
 from torch import nn
 
 from ssd.cache import StageCache, sha256_file
+from ssd.callbacks import POSITION, training_position
 from ssd.config.errors import ConfigError
 from ssd.config.validate import check_batch_fits
 from ssd.console import announce_stage, stage_label
 from ssd.dist import is_launch_rank_zero, wait_for_decision
 from ssd.hardware import configure_backends, describe_hardware
-from ssd.results import package_versions, read_complete_results, read_json, write_json_atomic
+from ssd.interrupt import exit_code_of
+from ssd.results import package_versions, read_complete_results, read_json, runtime_facts, write_json_atomic
 from ssd.stages import (
     data_fingerprint,
     data_info,
@@ -213,7 +216,15 @@ class Pipeline:
             weights = None if plan["source"] == "train" else Path(plan["net"])
             if weights is None or main:
                 module, result = train_stage(
-                    cfg, role, stage_dir, self.datamodule, self.data_info, sub_frozen, self.group, weights, label
+                    cfg,
+                    role,
+                    stage_dir,
+                    self.datamodule,
+                    self.data_info,
+                    sub_frozen,
+                    self.group,
+                    weights,
+                    label,
                 )
                 record.update(result)
             else:
@@ -256,7 +267,9 @@ class Pipeline:
         configure_backends(str(trainer_cfg["accelerator"]), deterministic=bool(cfg.get("deterministic")))
         self.datamodule, self.data_info = build_datamodule(cfg)
         self.fingerprint = data_fingerprint(self.datamodule)
-        splits = self.fingerprint["splits"]  # a batch larger than the training set fails here, before training
+        splits = self.fingerprint[
+            "splits"
+        ]  # a batch larger than the training set fails here, before training
         check_batch_fits(cfg, splits["train"] + splits.get("val", 0), "data")
         self.total_stages = count_stages(cfg)
         job_type = "student" if "teacher" in strategy_class(cfg).required_roles(cfg) else "main"
@@ -298,9 +311,6 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str,
     ``status: interrupted`` for a signal or Ctrl-C, ``status: failed`` with the error otherwise,
     both with the stage, epoch and step it stopped in.
     """
-    from ssd.callbacks import POSITION
-    from ssd.results import runtime_facts
-
     done = read_complete_results(run_dir)
     if done is not None and cfg.get("resume", True):
         log.info("%s is complete; skipping (resume=false to rerun)", run_dir)
@@ -320,12 +330,6 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str,
 
 def unfinished_results(cfg: Mapping[str, Any], run_dir: Path, err: BaseException) -> dict[str, Any]:
     """``results.json`` of a job that stopped early: why, and where (stage, phase, epoch, step)."""
-    import signal
-
-    from ssd.callbacks import training_position
-    from ssd.interrupt import exit_code_of
-    from ssd.results import runtime_facts
-
     code = exit_code_of(err)
     if code is None and isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
         code = exit_code_of(err.__context__)  # Lightning turns Ctrl-C into sys.exit(1)

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.data.sources import load_cifar_arrays, resolve_data_root
+from ssd.data.cifar import load_cifar_arrays
+from ssd.data.roots import resolve_data_root
 from ssd.models import build_classifier
 from ssd.noise import build_noise, fixed_noisy
 

@@ -22,15 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssd.config import ConfigError, validate
 from ssd.config.validate import check_writable
+from ssd.console import setup as setup_console
 from ssd.dist import is_launch_rank_zero
+from ssd.hardware import resolve_channels_last, resolve_precision
 from ssd.interrupt import exit_code_of, handle_signals, signal_name_of
-from ssd.launch import run_job
+from ssd.launch import job_group, run_job, shared_run_dir
 from ssd.paths import conf_dir
+from ssd.pipeline import run_pipeline
 from ssd.results import read_status, write_json_atomic
 from ssd.rundir import holds_a_run, prepare_run_dir
 
@@ -44,8 +48,6 @@ log = logging.getLogger("ssd")
 
 def resolve_auto(cfg: DictConfig) -> None:
     """Turn ``auto`` device-dependent settings into concrete ones, once, in the launching process."""
-    from ssd.train import resolve_channels_last, resolve_precision
-
     accelerator = str(cfg.trainer.accelerator)
     cfg.trainer.precision = resolve_precision(str(cfg.trainer.precision), accelerator)
     cfg.trainer.channels_last = resolve_channels_last(cfg.trainer.channels_last, accelerator)
@@ -59,11 +61,6 @@ def run_dir_and_group(cfg: DictConfig | None = None) -> tuple[Path, str]:
     ``cfg.paths.log_dir`` where torchrun's store is not there), and ranks 1.. log to
     ``rank<i>.log`` there. Also quiets the console (``ssd.console.setup``).
     """
-    from hydra.core.hydra_config import HydraConfig
-
-    from ssd.console import setup as setup_console
-    from ssd.launch import job_group, shared_run_dir
-
     setup_console()
     hc = HydraConfig.get()
     log_dir = Path(cfg.paths.log_dir) if cfg is not None else Path(hc.runtime.cwd)
@@ -77,8 +74,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None
     Before anything is written, rank 0 checks that ``run_dir`` holds this config or nothing
     (``ssd.rundir``: a ConfigError naming the keys that differ; ``resume=false`` starts over).
     """
-    from ssd.pipeline import run_pipeline
-
     validate(cfg)
     resolve_auto(cfg)
     if run_dir is None:

@@ -82,11 +82,7 @@ def data_info(datamodule: L.LightningDataModule) -> dict[str, Any]:
 
 def data_fingerprint(datamodule: L.LightningDataModule) -> dict[str, Any]:
     """What the stages of a run train on: a content hash where the datamodule gives one, and split sizes."""
-    sizes = datamodule.split_sizes
-    sizes = dict(sizes() if callable(sizes) else sizes)
-    fingerprint = getattr(datamodule, "fingerprint", None)
-    content = fingerprint() if callable(fingerprint) else str(datamodule.source)
-    return {"content": content, "splits": sizes}
+    return {"content": datamodule.fingerprint(), "splits": dict(datamodule.split_sizes())}
 
 
 def _compose_strategy(name: str) -> dict[str, Any]:

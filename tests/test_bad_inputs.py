@@ -184,8 +184,8 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         "ssd.pipeline.train_stage",
         "ssd.train.build_module",
         "ssd.train.train_stage",
-        "ssd.data.sources.load_cifar_arrays",
-        "ssd.data.sources.scan_image_folder",
+        "ssd.data.cifar.load_cifar_arrays",
+        "ssd.data.folder.scan_image_folder",
         "ssd.models.classifier.build_classifier",
     ):
         monkeypatch.setattr(target, tripwire(target))
@@ -279,7 +279,7 @@ def test_image_folder_skips_files_that_are_not_images(
     dm = FolderDataModule(tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, num_workers=0)
     with caplog.at_level(logging.WARNING, logger="ssd.data"):
         dm.setup("fit")
-    assert dm.split_sizes == {"train": 7, "val": 0, "test": 6}  # 6 + the cut one; 7 - 1 empty
+    assert dm.split_sizes() == {"train": 7, "val": 0, "test": 6}  # 6 + the cut one; 7 - 1 empty
     assert "skipping 1 file(s) that are not readable images" in caplog.text and "notes.jpg" in caplog.text
     assert "empty.png" in caplog.text
     dataset = dm.train_dataloader().dataset
@@ -289,7 +289,7 @@ def test_image_folder_skips_files_that_are_not_images(
     unchecked = FolderDataModule(
         tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, check_images=False
     )
-    assert unchecked.split_sizes["train"] == 8
+    assert unchecked.split_sizes()["train"] == 8
 
 
 def test_image_folder_config_has_the_limits() -> None:

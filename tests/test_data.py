@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -19,6 +21,8 @@ from ssd.data import (
     CIFARDataModule,
     FolderDataModule,
     InMemoryDataModule,
+    NoisyDataModule,
+    ShardedDataModule,
     ShardedSampler,
     SyntheticDataModule,
     load_cifar_arrays,
@@ -27,7 +31,9 @@ from ssd.data import (
     scan_image_folder,
     to_unit_float,
 )
-from ssd.data.memory import BatchTensorDataset, carve_validation
+from ssd.data.memory import BatchTensorDataset
+from ssd.data.splits import carve_validation
+from tests.helpers import compose_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,7 +185,7 @@ def test_cifar_datamodule_on_tiny_npz(tiny_npz: Path, monkeypatch: pytest.Monkey
     dm = CIFARDataModule(root=tiny_npz.parent, batch_size=8, eval_batch_size=16, val_size=0.2)
     assert (dm.num_classes, dm.image_size) == (10, 32) and len(dm.mean) == len(dm.std) == 3
     dm.setup("fit")
-    assert dm.split_sizes == {"train": 48, "val": 12, "test": 20}
+    assert dm.split_sizes() == {"train": 48, "val": 12, "test": 20}
     assert "cifar10.npz" in dm.source
     dm.trainer = fake_trainer(training=False)
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
@@ -216,7 +222,7 @@ def test_split_is_deterministic_and_seeded(tiny_npz: Path) -> None:
 def test_no_validation_and_limits(tiny_npz: Path) -> None:
     dm = CIFARDataModule(root=tiny_npz.parent, val_size=0, limit_train=30, limit_test=7, batch_size=8)
     dm.setup("fit")
-    assert dm.split_sizes == {"train": 30, "val": 0, "test": 7}
+    assert dm.split_sizes() == {"train": 30, "val": 0, "test": 7}
     assert dm.val_dataloader() == []
 
 
@@ -251,7 +257,7 @@ def test_in_memory_from_arrays_computes_stats() -> None:
 def test_synthetic_is_learnable_and_reproducible() -> None:
     dm = SyntheticDataModule(num_classes=4, image_size=16, train=256, test=128, val_size=0.1)
     dm.setup("fit")
-    assert dm.split_sizes == {"train": 230, "val": 26, "test": 128} and dm.num_classes == 4
+    assert dm.split_sizes() == {"train": 230, "val": 26, "test": 128} and dm.num_classes == 4
     x, y = dm.split("train")
     assert x.shape == (230, 3, 16, 16) and x.dtype == torch.uint8 and set(y.tolist()) == {0, 1, 2, 3}
     # learnable: even nearest-mean-colour is far above chance (25%)
@@ -426,7 +432,7 @@ def test_folder_datamodule_batches(tmp_path: Path) -> None:
     dm = FolderDataModule(root, image_size=32, batch_size=4, eval_batch_size=6, val_size=0.25, num_workers=0)
     assert dm.num_classes == 3 and dm.mean == (0.485, 0.456, 0.406)
     dm.setup("fit")
-    assert dm.split_sizes == {"train": 9, "val": 3, "test": 12}
+    assert dm.split_sizes() == {"train": 9, "val": 3, "test": 12}
     for loader, n in ((dm.train_dataloader(), 4), (dm.val_dataloader(), 3), (dm.test_dataloader(), 6)):
         x, y, idx = dm.on_after_batch_transfer(next(iter(loader)), 0)
         assert x.shape == (n, 3, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
@@ -495,7 +501,7 @@ def test_real_imagenette_mini_scan() -> None:
     if not root.is_dir():
         pytest.skip("imagenette_mini/ not present")
     dm = FolderDataModule(root, image_size=64, batch_size=4, num_workers=0, val_size=0.1)
-    assert dm.num_classes == 10 and dm.split_sizes == {"train": 540, "val": 60, "test": 250}
+    assert dm.num_classes == 10 and dm.split_sizes() == {"train": 540, "val": 60, "test": 250}
 
 
 def test_augmentation_stream_is_a_function_of_seed_rank_and_epoch() -> None:
@@ -518,3 +524,127 @@ def test_augmentation_stream_is_a_function_of_seed_rank_and_epoch() -> None:
     assert torch.equal(first_batch_of_epoch(2), uninterrupted)
     assert not torch.equal(first_batch_of_epoch(1), uninterrupted)
     assert not torch.equal(first_batch_of_epoch(2, rank=1), uninterrupted)
+
+
+# --------------------------------------------------------------------------- the datamodule interface
+
+
+def every_family(tmp_path: Path, tiny_npz: Path) -> list[ShardedDataModule]:
+    tree = make_tree(tmp_path / "tree")
+    return [
+        InMemoryDataModule(arrays(size=8, classes=3), batch_size=4),
+        CIFARDataModule(root=tiny_npz.parent, batch_size=8),
+        SyntheticDataModule(train=32, test=8, batch_size=8),
+        FolderDataModule(tree, image_size=16, batch_size=4, num_workers=0, val_size=0.25),
+    ]
+
+
+def test_every_datamodule_meets_the_protocol(
+    tmp_path: Path, tiny_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSD_DATA_DIR", raising=False)
+    assert not isinstance(object(), NoisyDataModule)
+    for dm in every_family(tmp_path, tiny_npz):
+        name = type(dm).__name__
+        dm.setup("fit")
+        assert isinstance(dm, NoisyDataModule), name
+        sizes = dm.split_sizes()  # a method everywhere
+        assert set(sizes) == {"train", "val", "test"} and min(sizes["train"], sizes["test"]) > 0, name
+        assert len(dm.fingerprint()) == 20 and dm.fingerprint() == dm.fingerprint(), name
+        assert len(dm.mean) == len(dm.std) == 3 and dm.num_classes >= 3 and dm.source, name
+        x, y, idx = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, dm.image_size, dm.image_size), name
+        assert x.min() >= 0 and x.max() <= 1 and y.dtype == idx.dtype == torch.int64, name
+
+
+def test_setting_seed_gives_each_stage_its_own_streams(tmp_path: Path) -> None:
+    """The pipeline sets ``datamodule.seed`` before each stage's fit: order and augmentation follow it."""
+    synthetic = SyntheticDataModule(train=64, test=8, batch_size=8, val_size=0)
+    folder = FolderDataModule(make_tree(tmp_path / "tree"), image_size=16, batch_size=2, num_workers=0)
+    for dm in (synthetic, folder):
+        dm.setup("fit")
+
+        def order(seed: int, dm: ShardedDataModule = dm) -> list[int]:
+            dm.seed = seed
+            return list(dm.train_dataloader().sampler)
+
+        assert order(1) == order(1) and order(1) != order(2), type(dm).__name__
+
+    def worker_seed(seed: int) -> int:  # folder: the DataLoader workers' augmentation seeds follow it too
+        folder.seed = seed
+        return folder.train_dataloader().generator.initial_seed()
+
+    assert worker_seed(1) == worker_seed(1) != worker_seed(2)
+    synthetic.trainer = fake_trainer(training=True)
+    batch = next(iter(synthetic.test_dataloader()))
+
+    def augmented(seed: int) -> torch.Tensor:
+        synthetic.seed = seed
+        synthetic.train_dataloader()  # a new fit starts its augmentation streams afresh
+        return synthetic.on_after_batch_transfer(batch, 0)[0]
+
+    assert torch.equal(augmented(1), augmented(1)) and not torch.equal(augmented(1), augmented(2))
+
+
+def test_folder_fingerprint_follows_names_and_labels_not_location(tmp_path: Path) -> None:
+    def fingerprint(root: Path, **kw: object) -> str:
+        settings = {"image_size": 16, "batch_size": 2, "num_workers": 0, "val_size": 0.25, **kw}
+        return FolderDataModule(root, **settings).fingerprint()
+
+    here = fingerprint(make_tree(tmp_path / "here"))
+    assert fingerprint(make_tree(tmp_path / "elsewhere")) == here  # the same tree in another place
+    assert fingerprint(tmp_path / "here", limit_test=3) == here  # the test images are not trained on
+    assert fingerprint(tmp_path / "here", split_seed=1) != here  # other images held out for validation
+    moved = make_tree(tmp_path / "relabelled")
+    (moved / "train" / "a" / "0.png").rename(moved / "train" / "b" / "0x.png")
+    assert fingerprint(moved) != here
+    renamed = make_tree(tmp_path / "renamed")
+    (renamed / "train" / "c" / "3.png").rename(renamed / "train" / "c" / "9.png")
+    assert fingerprint(renamed) != here
+
+
+def test_shared_settings_are_declared_once_and_listed_by_every_family() -> None:
+    shared = set(inspect.signature(ShardedDataModule).parameters)
+    assert {"batch_size", "val_size", "seed", "limit_train", "limit_test"} <= shared
+    for cls in (InMemoryDataModule, CIFARDataModule, SyntheticDataModule, FolderDataModule):
+        params = inspect.signature(cls).parameters  # what Hydra key checks read
+        assert shared <= set(params), cls.__name__
+        assert all(p.kind is not p.VAR_KEYWORD for p in params.values()), cls.__name__
+    assert inspect.signature(SyntheticDataModule).parameters["batch_size"].default == 32  # family defaults
+    assert inspect.signature(FolderDataModule).parameters["batch_size"].default == 256
+    assert {"padding", "flip", "device_resident"} <= set(inspect.signature(CIFARDataModule).parameters)
+    assert "num_classes" not in inspect.signature(CIFARDataModule).parameters  # fixed by the family
+    assert "padding" not in inspect.signature(FolderDataModule).parameters  # in-memory only
+    with pytest.raises(
+        TypeError, match=r"SyntheticDataModule: unknown data setting.*paddding=3.*allowed: .*padding"
+    ):
+        SyntheticDataModule(paddding=3)
+    with pytest.raises(TypeError, match=r"FolderDataModule: unknown data setting.*padding=4"):
+        FolderDataModule("/not/read", padding=4)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "cifar10", "cifar100", "imagefolder"])
+def test_every_data_config_composes_and_builds(data: str, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from ssd.config.keys import check_unknown_keys
+
+    cfg = compose_cfg([f"data={data}", "data.limit_train=40", "data.limit_test=8"], tmp_path)
+    check_unknown_keys(cfg)
+    dm = instantiate(cfg.data)  # nothing is read until the data is needed
+    assert isinstance(dm, ShardedDataModule) and dm.batch_size == cfg.data.batch_size
+    assert (dm.seed, dm.limit_train, dm.limit_test) == (cfg.seed, 40, 8)
+    if data == "synthetic":
+        dm.setup("fit")
+        assert sum(dm.split_sizes().values()) == 48
+
+
+def test_data_modules_are_small_and_share_no_private_names() -> None:
+    for path in sorted((REPO / "ssd").rglob("*.py")):
+        text = path.read_text()
+        if path.parent.name == "data":
+            assert len(text.splitlines()) <= 400, f"{path.name} has grown past 400 lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssd.data"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.relative_to(REPO)} imports {private} from {node.module}"

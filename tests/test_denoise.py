@@ -46,7 +46,7 @@ def test_noise2noise_target_is_an_independent_draw_of_the_same_image() -> None:
     _, info = tiny_data(cfg)
     module = TrainDenoiser(cfg, info)
     x = torch.rand(64, 3, 16, 16)
-    noisy, target = module.input_and_target(x)
+    noisy, target = module.training_input(x), module.regression_target(x)  # the training step's two draws
     n1, n2 = (noisy - x).flatten(), (target - x).flatten()
     assert not torch.equal(noisy, target)
     for n in (n1, n2):  # both are x plus noise of the configured level, nothing else
@@ -60,7 +60,7 @@ def test_clean_target_is_the_clean_image() -> None:
     _, info = tiny_data(cfg)
     module = TrainDenoiser(cfg, info)
     x = torch.rand(4, 3, 16, 16)
-    noisy, target = module.input_and_target(x)
+    noisy, target = module.training_input(x), module.regression_target(x)
     assert target is x and not torch.equal(noisy, x)
 
 
@@ -138,7 +138,7 @@ def test_denoise_train_mode_trains_the_classifier_only() -> None:
     module.train()
     assert not denoiser.training and module.net.classifier.training
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))
-    loss, logits, _ = module.training_loss(x, y)
+    loss, logits, _ = module.batch_loss(x, y)
     loss.backward()
     assert logits.shape == (8, 4)
     assert all(p.grad is None for p in denoiser.parameters())

@@ -146,7 +146,7 @@ def test_wider_teacher_needs_and_gets_adapters() -> None:
         "layer2": (32, 128),
         "layer3": (64, 256),
     }
-    loss, _, _ = module.training_loss(*first_batch(datamodule))
+    loss, _, _ = module.batch_loss(*first_batch(datamodule))
     loss.backward()
     assert all(a.weight.grad is not None for a in module.adapters.values())
     assert all(p.grad is None for p in module.teacher.parameters())
@@ -158,7 +158,7 @@ def test_wider_teacher_needs_and_gets_adapters() -> None:
 def test_taps_through_the_strategy() -> None:
     module, datamodule = make_module(tiny_cfg("self_distill"))
     assert module.tap_names == ["stem", "layer1", "layer2", "layer3"] and len(module.adapters) == 0
-    loss, logits, logs = module.training_loss(*first_batch(datamodule))
+    loss, logits, logs = module.batch_loss(*first_batch(datamodule))
     assert set(logs) == {"ce", "feat", "feat/stem", "feat/layer1", "feat/layer2", "feat/layer3"}
     total = logs["ce"] + 0.1 * sum(logs[f"feat/{t}"] for t in module.tap_names)
     assert loss.item() == pytest.approx(total.item(), rel=1e-5)
@@ -168,7 +168,7 @@ def test_taps_through_the_strategy() -> None:
         tiny_cfg("self_distill", "strategy.taps=[layer3,stem]", "strategy.feature_loss=cosine")
     )
     assert chosen.tap_names == ["stem", "layer3"]
-    _, _, logs = chosen.training_loss(*first_batch(dm2))
+    _, _, logs = chosen.batch_loss(*first_batch(dm2))
     assert {k for k in logs if k.startswith("feat/")} == {"feat/stem", "feat/layer3"}
     with pytest.raises(ValueError, match="tap 'layer4' is not known"):
         make_module(tiny_cfg("self_distill", "strategy.taps=[layer4]"))
@@ -177,13 +177,13 @@ def test_taps_through_the_strategy() -> None:
 def test_no_hooks_outside_training_and_evaluation_is_untouched() -> None:
     module, datamodule = make_module(tiny_cfg("self_distill"))
     x, y = first_batch(datamodule)
-    module.training_loss(x, y)
+    module.batch_loss(x, y)
     module.teardown("fit")
     assert all(
         not m._forward_hooks for m in module.net.modules()
     )  # hooks removed: the module pickles (ddp_spawn)
     assert all(not m._forward_hooks for m in module.teacher.modules())
-    module.training_loss(x, y)  # and come back when training resumes
+    module.batch_loss(x, y)  # and come back when training resumes
 
 
 # ---------------------------------------------------------------------------------- teacher inputs
@@ -198,7 +198,7 @@ def captured_inputs(module: FeatureDistillation, x: torch.Tensor, y: torch.Tenso
         for name, net in (("teacher", module.teacher), ("student", module.net))
     ]
     try:
-        module.training_loss(x, y)
+        module.batch_loss(x, y)
     finally:
         for h in handles:
             h.remove()
@@ -232,7 +232,7 @@ def test_teacher_runs_without_grad_in_the_training_precision() -> None:
     out: dict[str, torch.Tensor] = {}
     handle = module.teacher.register_forward_hook(lambda _m, _a, o: out.__setitem__("logits", o))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _, _ = module.training_loss(x, y)
+        loss, _, _ = module.batch_loss(x, y)
     handle.remove()
     assert out["logits"].dtype == torch.bfloat16 and not out["logits"].requires_grad
     loss.backward()
@@ -379,7 +379,7 @@ def test_teacher_batchnorm_is_folded_for_a_fit_and_the_loss_is_unchanged() -> No
             count = n_batchnorms(module.teacher)
             x, y = first_batch(datamodule)
             torch.manual_seed(0)
-            loss, _, logs = module.training_loss(x, y)
+            loss, _, logs = module.batch_loss(x, y)
             losses[fold, fused] = (loss.item(), logs["feat"].item())
             assert n_batchnorms(module.teacher) == (0 if fold else count)  # folded while training
             module.teardown("fit")

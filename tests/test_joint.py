@@ -110,7 +110,7 @@ def test_loss_is_the_weighted_sum_and_w_rec_zero_trains_through_the_classifier()
     frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
     module = Joint(cfg, info, frozen).train()
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))
-    loss, logits, terms = module.training_loss(x, y)
+    loss, logits, terms = module.batch_loss(x, y)
     assert loss.item() == pytest.approx(2 * F.cross_entropy(logits, y).item())
     assert terms["rec"].item() > 0 and terms["cls"].item() == pytest.approx(F.cross_entropy(logits, y).item())
     loss.backward()

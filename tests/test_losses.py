@@ -96,7 +96,9 @@ def test_logit_term_is_added_when_weighted() -> None:
 
 def test_logit_only_without_taps() -> None:
     s, t = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]])
-    total, _ = DistillationLoss([], "mse", weight=0.1, kd_weight=1.0)({}, {}, s.requires_grad_(), t)
+    total, _ = DistillationLoss([], "mse", weight=0.1, kd_weight=1.0, kd_temperature=4.0)(
+        {}, {}, s.requires_grad_(), t
+    )
     total.backward()
     assert total.item() == pytest.approx(logit_kd(s, t, 4.0).item()) and s.grad is not None
 

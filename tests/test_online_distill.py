@@ -110,7 +110,7 @@ def test_no_gradient_into_the_ema_and_eval_mode_batchnorm() -> None:
     module.train()
     assert not module.ema.training and all(not m.training for m in module.ema.modules())
     x, y = first_batch(datamodule)
-    loss, _, logs = module.training_loss(x, y)
+    loss, _, logs = module.batch_loss(x, y)
     loss.backward()
     assert all(p.grad is None and not p.requires_grad for p in module.ema.parameters())
     assert any(p.grad is not None for p in module.net.parameters())
@@ -124,7 +124,7 @@ def test_the_distillation_term_ramps_from_zero() -> None:
     module, datamodule = make_module(online_cfg())
     x, y = first_batch(datamodule)
     module.warmup_steps = 8  # what on_train_start sets for 2 warm-up epochs of 4 batches
-    loss, _, logs = module.training_loss(x, y)  # step 0
+    loss, _, logs = module.batch_loss(x, y)  # step 0
     assert logs["distill_scale"].item() == 0.0 and logs["feat"].item() > 0
     assert loss.item() == pytest.approx(logs["ce"].item(), rel=1e-6)
 

@@ -66,14 +66,31 @@ def _raw(path: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def _merged_default(path: Path, entry: Any) -> Path | None:
+    """The file a defaults-list entry of ``path`` merges into the same section, if any.
+
+    ``default`` (``trainer/ddp.yaml``) and ``base/distill@_here_`` are relative to the file's folder,
+    ``/strategy/base/distill@_here_`` to ``conf/``; entries for other packages are not this section's.
+    """
+    if not isinstance(entry, str) or entry == "_self_":
+        return None
+    name, _, package = entry.partition("@")
+    if package not in ("", "_here_"):
+        return None
+    file = conf_dir() / f"{name[1:]}.yaml" if name.startswith("/") else path.parent / f"{name}.yaml"
+    return file if file.is_file() else None
+
+
 @functools.lru_cache(maxsize=256)
 def _option(path: Path) -> Schema:
-    """The keys of one option file, with its own defaults list (``trainer/ddp.yaml`` extends ``default``)."""
+    """The keys of one option file, with its own defaults list (``trainer/ddp.yaml`` extends ``default``,
+    ``strategy/self_distill.yaml`` the shared ``strategy/base/feature_distill.yaml``)."""
     raw = dict(_raw(path))
     schema: Schema = {}
     for entry in raw.pop("defaults", None) or []:
-        if isinstance(entry, str) and entry != "_self_" and (path.parent / f"{entry}.yaml").is_file():
-            schema = _union(schema, _option(path.parent / f"{entry}.yaml"))
+        file = _merged_default(path, entry)
+        if file is not None:
+            schema = _union(schema, _option(file))
     return _union(schema, _shape(raw) or {})
 
 

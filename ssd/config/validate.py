@@ -11,7 +11,6 @@ network is built.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,81 +18,48 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from ssd.config.checks import (
+    get_key,
+    is_finite,
+    is_int,
+    is_number,
+    require,
+    require_bool,
+    require_choice,
+    require_number,
+    require_optional_positive_int,
+    require_positive_int,
+)
 from ssd.config.errors import ConfigError
 from ssd.config.keys import check_unknown_keys
 from ssd.config.resources import check_checkpoint, check_devices, check_writable
+from ssd.paths import conf_dir
 from ssd.stages import stage_config
+from ssd.strategies.optim import check_optim_section
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 TRAINER_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
 CACHE_LOCKS = ("file", "soft")
 
-
-def _get(cfg: Mapping[str, Any], key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"{key} is missing from the config")
-        node = node[part]
-    return node
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    """Raise ConfigError ``key=value is not allowed: allowed`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def require_positive_int(cfg: Mapping[str, Any], key: str) -> None:
-    value = _get(cfg, key)
-    require(_is_int(value) and value > 0, key, value, "must be an integer > 0")
-
-
-def require_number(
-    cfg: Mapping[str, Any], key: str, low: float = float("-inf"), high: float = float("inf")
-) -> None:
-    value = _get(cfg, key)
-    require(
-        _is_number(value) and low <= value <= high, key, value, f"must be a number in [{low:g}, {high:g}]"
-    )
-
-
-def require_optional_positive_int(cfg: Mapping[str, Any], key: str, what: str = "") -> None:
-    value = _get(cfg, key)
-    require(
-        value is None or (_is_int(value) and value > 0), key, value, f"must be null or an integer > 0{what}"
-    )
-
-
-def require_bool(cfg: Mapping[str, Any], key: str) -> None:
-    value = _get(cfg, key)
-    require(isinstance(value, bool), key, value, "must be true or false")
-
-
-def require_choice(cfg: Mapping[str, Any], key: str, choices: Iterable[Any]) -> None:
-    value = _get(cfg, key)
-    choices = tuple(choices)
-    require(value in choices, key, value, f"must be one of {', '.join(map(str, choices))}")
+# the generic helpers live in ssd.config.checks (a low layer); importable from here as before
+__all__ = [
+    "check_batch_fits",
+    "require",
+    "require_bool",
+    "require_choice",
+    "require_number",
+    "require_optional_positive_int",
+    "require_positive_int",
+    "validate",
+]
 
 
 def _check_noise(cfg: Mapping[str, Any]) -> None:
     from ssd.noise import build_noise
 
     for key, value in cfg["noise"].items():
-        if _is_number(value):
+        if is_number(value):
             require(math.isfinite(value), f"noise.{key}", value, "must be a finite number")
     try:
         noise = build_noise(cfg["noise"])
@@ -101,7 +67,7 @@ def _check_noise(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(str(err) if "noise." in str(err) else f"noise: {err}") from None
     levels = cfg["noise"].get("eval_levels", [])
     require(
-        isinstance(levels, Iterable) and not isinstance(levels, str) and all(_is_number(v) for v in levels),
+        isinstance(levels, Iterable) and not isinstance(levels, str) and all(is_number(v) for v in levels),
         "noise.eval_levels",
         levels,
         "must be a list of numbers",
@@ -120,7 +86,7 @@ def _check_data(cfg: Mapping[str, Any]) -> None:
         require_positive_int(cfg, "data.eval_batch_size")
     if "val_size" in data:
         value = data["val_size"]
-        ok = (_is_int(value) and value >= 0) or (_is_number(value) and 0 <= value < 1)
+        ok = (is_int(value) and value >= 0) or (is_number(value) and 0 <= value < 1)
         require(ok, "data.val_size", value, "must be a fraction in [0, 1) or a count >= 0")
     for key in ("limit_train", "limit_test"):
         if key in data:
@@ -130,13 +96,13 @@ def _check_data(cfg: Mapping[str, Any]) -> None:
             require_positive_int(cfg, f"data.{key}")
     if "num_workers" in data:
         workers = data["num_workers"]
-        require(_is_int(workers) and workers >= 0, "data.num_workers", workers, "must be an integer >= 0")
+        require(is_int(workers) and workers >= 0, "data.num_workers", workers, "must be an integer >= 0")
     if "variant" in data:
-        from ssd.data.sources import VARIANTS
+        from ssd.data.cifar import VARIANTS
 
         require_choice(cfg, "data.variant", VARIANTS)
     n_train = data.get("limit_train") if data.get("limit_train") is not None else data.get("train")
-    if _is_int(n_train) and n_train > 0:  # the training set's size (or a bound on it) is in the config
+    if is_int(n_train) and n_train > 0:  # the training set's size (or a bound on it) is in the config
         check_batch_fits(cfg, int(n_train), "data.limit_train" if data.get("limit_train") else "data.train")
 
 
@@ -146,7 +112,7 @@ def check_batch_fits(cfg: Mapping[str, Any], n_images: int, source: str = "the t
     A larger batch would silently become one short step per epoch. ``n_images``: the images
     before the validation split (a datamodule's train + val sizes, or a config bound on them).
     """
-    from ssd.data.memory import val_count
+    from ssd.data.splits import val_count
 
     data = cfg["data"]
     try:
@@ -160,60 +126,6 @@ def check_batch_fits(cfg: Mapping[str, Any], n_images: int, source: str = "the t
         batch,
         f"must be at most the training set: {n_train} images ({source}={n_images}, minus {n_val} for "
         f"validation): a larger batch would be one short step per epoch",
-    )
-
-
-def _check_optim(cfg: Mapping[str, Any], key: str) -> None:
-    """An optimizer + scheduler section (``optim``, or a strategy's own ``strategy.optim``)."""
-    from ssd.strategies.optim import SCHEDULES
-
-    optim = _get(cfg, key)
-    require(
-        isinstance(optim, Mapping) and isinstance(optim.get("optimizer"), Mapping),
-        key,
-        optim,
-        "must have an optimizer section (with _target_) and a scheduler section, like conf/optim/*.yaml",
-    )
-    target = optim["optimizer"].get("_target_")
-    try:
-        get_class(str(target))
-    except Exception:  # noqa: BLE001 - hydra raises several types here
-        raise ConfigError(
-            f"{key}.optimizer._target_={target!r} is not allowed: must be an importable optimizer class "
-            "such as torch.optim.SGD"
-        ) from None
-    lr = optim["optimizer"].get("lr")
-    require(_is_finite(lr) and lr > 0, f"{key}.optimizer.lr", lr, "must be a finite number > 0")
-    for name, low, high in (("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0)):
-        if name in optim["optimizer"]:
-            value = optim["optimizer"][name]
-            require(
-                _is_finite(value) and low <= value <= high,
-                f"{key}.optimizer.{name}",
-                value,
-                f"must be a finite number in [{low:g}, {high:g}]",
-            )
-    sched = optim.get("scheduler")
-    require(
-        isinstance(sched, Mapping), f"{key}.scheduler", sched, "must be a section with name, warmup_epochs"
-    )
-    require_choice(cfg, f"{key}.scheduler.name", SCHEDULES)
-    checks = (("warmup_epochs", 0.0, math.inf), ("min_lr_ratio", 0.0, 1.0), ("gamma", 0.0, math.inf))
-    for name, low, high in checks:
-        if sched.get(name) is not None:
-            value = sched[name]
-            require(
-                _is_finite(value) and low <= value <= high,
-                f"{key}.scheduler.{name}",
-                value,
-                f"must be a finite number in [{low:g}, {high:g}]",
-            )
-    milestones = sched.get("milestones", [])
-    require(
-        isinstance(milestones, list) and all(_is_finite(m) and 0 <= m <= 1 for m in milestones),
-        f"{key}.scheduler.milestones",
-        milestones,
-        "must be a list of fractions of training in [0, 1]",
     )
 
 
@@ -236,7 +148,7 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
     require_positive_int(cfg, "trainer.max_epochs")
     clip = trainer.get("gradient_clip_val")
     require(
-        clip is None or (_is_finite(clip) and clip >= 0),
+        clip is None or (is_finite(clip) and clip >= 0),
         "trainer.gradient_clip_val",
         clip,
         "must be null or a finite number >= 0",
@@ -247,12 +159,12 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         value = trainer.get(key)
         zero_ok = key == "limit_val_batches"  # 0 = no validation; no training or test is never a result
-        ok = value is None or (_is_int(value) and (value > 0 or (zero_ok and value == 0)))
-        ok = ok or (_is_finite(value) and not _is_int(value) and 0 < value <= 1)
+        ok = value is None or (is_int(value) and (value > 0 or (zero_ok and value == 0)))
+        ok = ok or (is_finite(value) and not is_int(value) and 0 < value <= 1)
         require(ok, f"trainer.{key}", value, "must be null, a number of batches >= 1 or a fraction in (0, 1]")
-    devices = _get(cfg, "trainer.devices")
+    devices = get_key(cfg, "trainer.devices")
     require(
-        (_is_int(devices) and devices > 0) or devices in ("auto", -1),
+        (is_int(devices) and devices > 0) or devices in ("auto", -1),
         "trainer.devices",
         devices,
         "must be an integer > 0 or 'auto'",
@@ -261,7 +173,7 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
     require_choice(cfg, "trainer.precision", PRECISIONS)
     require_choice(cfg, "trainer.strategy", TRAINER_STRATEGIES)
     require_choice(cfg, "trainer.channels_last", ("auto", True, False))
-    if _is_int(devices) and devices > 1:
+    if is_int(devices) and devices > 1:
         world = devices * int(cfg["trainer"]["num_nodes"])
         batch = cfg["data"]["batch_size"]
         require(
@@ -273,57 +185,69 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
     check_devices(trainer)  # the accelerator exists here, and devices do not exceed what the machine has
 
 
+def _strategy_names() -> list[str]:
+    """The runnable strategies in ssd's ``conf/strategy`` (not the shared parts under ``base/``)."""
+    return sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
+
+
 def _check_strategy(cfg: Mapping[str, Any]) -> type:
-    target = _get(cfg, "strategy._target_")
+    """The strategy's class, then its whole check (``NoisyImageModule.check``: own keys, stages, both)."""
+    scfg = cfg["strategy"]
+    require(
+        "_target_" in scfg,
+        "strategy",
+        scfg.get("name"),
+        "a part shared by strategies (conf/strategy/base/) is not a strategy; must be one of "
+        + ", ".join(_strategy_names()),
+    )
+    target = scfg["_target_"]
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - hydra raises several types here
         raise ConfigError(f"strategy._target_={target!r} is not an importable class") from None
-    if isinstance(cfg["strategy"].get("optim"), Mapping):
-        _check_optim(cfg, "strategy.optim")
-    roles = getattr(cls, "required_roles", lambda _: ())(cfg)
-    check = getattr(cls, "check_config", None)
-    try:
-        if check is not None:
-            check(cfg)
-    except ConfigError:
-        raise
-    except Exception:  # e.g. a KeyError for an unknown architecture in a stage's overrides:
-        for role in roles:  # the stage's own check names it
-            _check_stage(cfg, role)
-        raise
-    for role in roles:
-        _check_stage(cfg, role)
+    cls.check(cfg, lambda role: _check_stage(cfg, cls, role))
     return cls
 
 
-def _check_stage(cfg: Mapping[str, Any], role: str) -> None:
-    """Check a required stage's whole config (the run's, with ``strategy.<role>``'s strategy and overrides)."""
-    section = _get(cfg, f"strategy.{role}")
+def _check_stage(cfg: Mapping[str, Any], cls: type, role: str) -> dict[str, Any]:
+    """Check a required stage's whole config (the run's, with ``strategy.<role>``'s strategy and overrides);
+    return it for the strategy's own checks against it."""
+    section = get_key(cfg, f"strategy.{role}")
     require(
         isinstance(section, Mapping) and "strategy" in section,
         f"strategy.{role}",
         section,
         "must be a section with strategy, ckpt and overrides",
     )
+    overrides, ckpt = section.get("overrides"), section.get("ckpt")
+    require(
+        overrides is None or isinstance(overrides, Mapping),
+        f"strategy.{role}.overrides",
+        overrides,
+        "must be null or a mapping merged into the stage's run config",
+    )
+    require(
+        ckpt is None or Path(str(ckpt)).is_file(),
+        f"strategy.{role}.ckpt",
+        ckpt,
+        "must be null or an existing net.pt or Lightning .ckpt file",
+    )
+    # the strategy's own view of the section (e.g. generation k's teacher is generation k-1)
+    section = cls.role_config(cfg, role)
     try:
-        # the strategy's own view of the section (e.g. generation k's teacher is generation k-1)
-        section = get_class(cfg["strategy"]["_target_"]).role_config(cfg, role)
         # init_from and eval_only are the main stage's (ssd.train applies them to it alone)
         sub = {**stage_config(cfg, section), "init_from": None, "eval_only": False}
         validate(sub)
     except FileNotFoundError:
-        from ssd.paths import conf_dir
-
-        names = ", ".join(sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml")))
         raise ConfigError(
             f"strategy.{role}.strategy={section['strategy']!r} is not allowed: must name a config in "
-            f"conf/strategy: {names}"
+            f"conf/strategy: {', '.join(_strategy_names())}"
         ) from None
     except ConfigError as err:
         raise ConfigError(f"stage {role} (strategy.{role}): {err}") from None
     if section.get("ckpt"):  # weights given for the stage: readable, and of the network it builds
         check_checkpoint(section["ckpt"], f"strategy.{role}.ckpt", sub)
+    return sub
 
 
 def _check_init(cfg: Mapping[str, Any]) -> None:
@@ -354,9 +278,9 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     for key in ("resume", "deterministic"):
         if key in cfg:
             require_bool(cfg, key)
-    require(_is_int(cfg.get("seed")) and cfg["seed"] >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
+    require(is_int(cfg.get("seed")) and cfg["seed"] >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
     require(
-        _is_int(cfg.get("eval_seed")) and cfg["eval_seed"] >= 0,
+        is_int(cfg.get("eval_seed")) and cfg["eval_seed"] >= 0,
         "eval_seed",
         cfg.get("eval_seed"),
         "must be an integer >= 0",
@@ -364,7 +288,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     _check_noise(cfg)
     _check_data(cfg)
     _check_model(cfg)
-    _check_optim(cfg, "optim")
+    check_optim_section(cfg, "optim")
     _check_trainer(cfg)
     _check_paths(cfg)
     require_choice(cfg, "logger.name", LOGGERS)

@@ -22,7 +22,6 @@ from ssd.data.augment import random_crop_flip, to_unit_float
 from ssd.data.base import ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.splits import carve_validation
-from ssd.data.splits import val_count as val_count  # re-export: ssd/config/validate.py imports it from here
 
 log = logging.getLogger("ssd.data")
 

@@ -3,15 +3,22 @@
 A strategy is a LightningModule that owns the networks it trains (``self.net`` is the
 classifier that is evaluated) plus, read-only, the frozen networks of earlier stages
 (``self.frozen``: a teacher, a denoiser, a clean classifier). Subclasses implement only
-``training_loss``; what is evaluated, how (fixed per-sample noise, robustness curve,
-clean accuracy) and with which metrics lives here once, so that every strategy is
-measured identically.
+``training_loss(x, x_noisy, y)``; the common work lives here once:
+
+* training: the training noise is drawn here, once per batch (``trains_on_noise``), so a
+  strategy draws again only when it needs a second, independent view;
+* stages: the frozen networks of ``required_roles`` are checked to be there before anything is built;
+* config: ``check`` runs, in this order, the optional ``strategy.optim`` section, the strategy's
+  own keys (``check_config``), each required stage's whole config (ssd.config.validate) and
+  then the strategy against those stages (``check_stages``);
+* evaluation: what is evaluated, how (fixed per-sample noise, robustness curve, clean
+  accuracy) and with which metrics, so that every strategy is measured identically.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +31,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssd.noise import NoiseModel, build_noise, fixed_noisy, training_generator
 from ssd.seeding import stage_seed
-from ssd.strategies.optim import build_optimizer, build_scheduler
+from ssd.strategies.optim import build_optimizer, build_scheduler, check_optim_section
 
 
 def _level_key(noise: NoiseModel) -> str:
@@ -45,7 +52,8 @@ class NoisyImageModule(L.LightningModule):
     #: roles of the stages this strategy needs before it can train (read by ssd.pipeline);
     #: each role has a config section ``strategy.<role>`` (``strategy``, ``ckpt``, ``overrides``).
     requires: ClassVar[tuple[str, ...]] = ()
-    #: whether training sees noisy images (the stage-cache key ignores noise otherwise).
+    #: whether training sees noisy images: the base draws the training noise for ``training_loss``
+    #: only then (``x_noisy`` is ``x`` otherwise), and the stage-cache key ignores noise otherwise.
     trains_on_noise: ClassVar[bool] = True
     #: top-level config sections besides the common ones that determine what this strategy
     #: trains (added to its stage-cache key), e.g. ``("denoiser",)``.
@@ -60,6 +68,11 @@ class NoisyImageModule(L.LightningModule):
         frozen: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__()
+        missing = [role for role in self.required_roles(cfg) if role not in (frozen or {})]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs frozen[{missing[0]!r}] (ssd.pipeline trains or loads it)"
+            )
         self.save_hyperparameters({"cfg": dict(cfg), "data_info": dict(data_info)})
         self.cfg = cfg
         self.data_info = data_info
@@ -97,14 +110,26 @@ class NoisyImageModule(L.LightningModule):
 
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """Strategy-specific config checks (raise ssd.config.ConfigError); run before anything is built."""
+        """Checks of the strategy's own keys (raise ssd.config.ConfigError), before its stages are checked:
+        ``required_roles`` and ``role_config`` may read what is checked here."""
+
+    @classmethod
+    def check_stages(cls, cfg: Mapping[str, Any], stages: Mapping[str, Mapping[str, Any]]) -> None:
+        """Checks of the strategy against its required stages' configs (by role, each already valid),
+        e.g. that a teacher's architecture has the tapped layers."""
 
     def build_net(self) -> nn.Module:
         """The network this strategy trains and evaluates (default: the configured classifier)."""
         return build_classifier_from_cfg(self.cfg, self.data_info)
 
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Loss on a clean batch ``x`` in [0,1]: returns (loss, logits, extra terms to log)."""
+    def training_loss(
+        self, x: Tensor, x_noisy: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """Loss on a batch: clean ``x`` in [0,1], its training view ``x_noisy`` (one draw of the training
+        noise, or ``x`` itself when ``trains_on_noise`` is False) and labels ``y``.
+
+        Returns (loss, logits or None for a network without class scores, extra terms to log).
+        """
         raise NotImplementedError
 
     def predict_logits(self, x_noisy: Tensor) -> Tensor:
@@ -115,6 +140,29 @@ class NoisyImageModule(L.LightningModule):
         """Parameters handed to the optimizer (everything trainable outside ``frozen``)."""
         frozen = {id(p) for p in self.frozen.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    # ----------------------------------------------------------------- the contract's fixed parts
+    @classmethod
+    def check(cls, cfg: Mapping[str, Any], check_stage: Callable[[str], Mapping[str, Any]]) -> None:
+        """The whole check of a config for this strategy (called by ssd.config.validate, not overridden).
+
+        In an order that lets each step trust the ones before: the optional ``strategy.optim``
+        section, the strategy's own keys, every required stage (``check_stage(role)`` validates that
+        stage's whole config and returns it), then the strategy against those stages.
+        """
+        if cfg["strategy"].get("optim") is not None:  # optional: null or absent is the run's optim
+            check_optim_section(cfg, "strategy.optim")
+        cls.check_config(cfg)
+        stages = {role: check_stage(role) for role in cls.required_roles(cfg)}
+        cls.check_stages(cfg, stages)
+
+    def training_input(self, x: Tensor) -> Tensor:
+        """What the trained network sees of a clean batch: one draw of the training noise, or ``x``."""
+        return self.add_noise(x) if self.trains_on_noise else x
+
+    def batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """``training_loss`` of a clean batch, its training view drawn here once (``training_step`` uses it)."""
+        return self.training_loss(x, self.training_input(x), y)
 
     # ----------------------------------------------------------------- helpers
     def add_noise(self, x: Tensor) -> Tensor:
@@ -140,13 +188,14 @@ class NoisyImageModule(L.LightningModule):
     # ----------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y, _ = batch
-        loss, logits, extra = self.training_loss(x, y)
-        self.train_acc.update(
-            logits.detach(), y
-        )  # update only: forward() would also compute a per-batch value
+        loss, logits, extra = self.batch_loss(x, y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True)  # the epoch mean
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        if logits is not None:  # a network with class scores (not a denoiser)
+            self.train_acc.update(
+                logits.detach(), y
+            )  # update only: forward() would also compute a batch value
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         for name, value in extra.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False)
         return loss
@@ -176,7 +225,7 @@ class NoisyImageModule(L.LightningModule):
         # sync every training step); labels are checked once when the data is loaded
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
-        levels = [float(v) for v in self.cfg["noise"].get("eval_levels", [])]
+        levels = [float(v) for v in self.cfg["noise"]["eval_levels"]]
         curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in levels}
         # what the test epoch measures: name -> noise model (deduplicated by level)
         self.test_noises: dict[str, NoiseModel] = {

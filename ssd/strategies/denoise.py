@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.validate import require, require_choice
+from ssd.config.checks import require, require_choice
 from ssd.noise import fixed_noisy
 from ssd.strategies.base import NoisyImageModule, build_classifier_from_cfg
-from ssd.strategies.denoiser import TARGETS, DenoisingEvaluation, check_denoiser_config, check_strategy_optim
+from ssd.strategies.denoiser import TARGETS, DenoisingEvaluation, check_denoiser_config
 
 CLASSIFIER_MODES = ("frozen", "train")
 
@@ -125,20 +125,18 @@ class Denoise(DenoiserPipelineModule):
             + ("g trained on D(x~)" if name == "denoise" else "a frozen clean-trained g"),
         )
         check_denoiser_config(cfg)
-        check_strategy_optim(cfg)
 
     def build_net(self) -> nn.Module:
-        for role in self.required_roles(self.cfg):
-            if role not in self.frozen:
-                raise ValueError(f"Denoise needs frozen[{role!r}] (ssd.pipeline trains or loads it)")
         train = self.trains(self.cfg)
         classifier = (
             build_classifier_from_cfg(self.cfg, self.data_info) if train else self.frozen["classifier"]
         )
         return DenoiseThenClassify(self.frozen["denoiser"], classifier)
 
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def training_loss(
+        self, x: Tensor, x_noisy: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         with torch.no_grad():  # D is frozen
-            denoised = self.net.denoiser(self.add_noise(x))
+            denoised = self.net.denoiser(x_noisy)
         logits = self.net.classifier(denoised)
         return F.cross_entropy(logits, y), logits, {}

@@ -20,11 +20,10 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ssd.config.validate import require, require_choice
+from ssd.config.checks import require_choice
 from ssd.models import DENOISERS
 from ssd.noise import fixed_noisy
 from ssd.strategies.base import NoisyImageModule
-from ssd.strategies.optim import SCHEDULES
 from ssd.viz import save_denoising_grid
 
 TARGETS = ("clean", "noise2noise")
@@ -33,25 +32,6 @@ TARGETS = ("clean", "noise2noise")
 def check_denoiser_config(cfg: Mapping[str, Any]) -> None:
     """``cfg.denoiser`` names a known architecture."""
     require_choice(cfg, "denoiser.arch", DENOISERS)
-
-
-def check_strategy_optim(cfg: Mapping[str, Any]) -> None:
-    """``strategy.optim`` is null (the run's ``optim``) or a whole optimizer + scheduler section."""
-    optim = cfg["strategy"].get("optim")
-    if optim is None:
-        return
-    ok = (
-        isinstance(optim, Mapping)
-        and isinstance(optim.get("optimizer"), Mapping)
-        and "_target_" in optim["optimizer"]
-    )
-    require(
-        ok and isinstance(optim.get("scheduler"), Mapping),
-        "strategy.optim",
-        optim,
-        "must be null or have optimizer (with _target_) and scheduler sections like conf/optim",
-    )
-    require_choice(cfg, "strategy.optim.scheduler.name", SCHEDULES)
 
 
 def build_denoiser_from_cfg(cfg: Mapping[str, Any]) -> nn.Module:
@@ -112,7 +92,6 @@ class TrainDenoiser(NoisyImageModule):
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
         require_choice(cfg, "strategy.target", TARGETS)
         check_denoiser_config(cfg)
-        check_strategy_optim(cfg)
 
     def __init__(
         self,
@@ -128,18 +107,13 @@ class TrainDenoiser(NoisyImageModule):
     def build_net(self) -> nn.Module:
         return build_denoiser_from_cfg(self.cfg)
 
-    def input_and_target(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(noisy input, regression target) for a clean batch: ``x`` itself, or a second independent noisy draw."""
-        noisy = self.add_noise(x)
-        return noisy, (self.add_noise(x) if self.target == "noise2noise" else x)
+    def regression_target(self, x: Tensor) -> Tensor:
+        """What ``D(x~)`` is regressed to for clean ``x``: ``x`` itself, or a second, independent noisy draw."""
+        return self.add_noise(x) if self.target == "noise2noise" else x
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, _, _ = batch
-        noisy, target = self.input_and_target(x)
-        loss = F.mse_loss(self.net(noisy).float(), target.float())
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True)  # the epoch mean
-        return loss
+    def training_loss(self, x: Tensor, x_noisy: Tensor, y: Tensor) -> tuple[Tensor, None, dict[str, Tensor]]:
+        """MSE of ``D(x~)`` to its target; no logits (the base then logs no training accuracy)."""
+        return F.mse_loss(self.net(x_noisy).float(), self.regression_target(x).float()), None, {}
 
     def predict_logits(self, x_noisy: Tensor) -> Tensor:
         raise TypeError(

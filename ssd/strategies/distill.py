@@ -16,9 +16,10 @@ under ``torch.no_grad`` inside the training step's autocast, i.e. in the trainin
 (``inference_mode`` tensors could not be saved for the student's backward).
 
 ``Distillation`` holds the step every distillation strategy shares (taps, adapters, loss,
-teacher view); ``FeatureDistillation`` adds the teacher *stage*: where it comes from
-(``role_config``: the configured one, a teacher at its own noise level, or the previous
-generation of a born-again chain), the config checks, and folding the frozen teacher's
+teacher view) and the checks of its keys; ``FeatureDistillation`` adds the teacher *stage*:
+where it comes from (``role_config``: the configured one, a teacher at its own noise level, or
+the previous generation of a born-again chain), the checks against the teacher stage's config
+(``check_stages``: taps and widths of its architecture), and folding the frozen teacher's
 BatchNorm into its convolutions for the length of a fit (``strategy.fold_teacher_bn``).
 ``ssd.strategies.online_distill`` uses an EMA of the student as the teacher instead.
 """
@@ -32,20 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssd.config.checks import is_number, require, require_bool, require_choice, require_number
 from ssd.config.errors import ConfigError
-from ssd.config.validate import require, require_bool, require_choice, require_number
 from ssd.models import ARCHITECTURES, FeatureTaps, resolve_taps, tap_shapes
 from ssd.models.fold import FoldedBatchNorm
-from ssd.stages import stage_config
 from ssd.strategies import teacher_stage
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.losses import FEATURE_LOSSES, DistillationLoss
 
 TEACHER_INPUTS = ("clean", "same", "independent")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _unwrapped(net: nn.Module) -> nn.Module:
@@ -137,8 +133,9 @@ class Distillation(NoisyImageModule):
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def check_distill_config(cls, cfg: Mapping[str, Any], teacher_arch: str) -> list[str]:
-        """Checks of the keys every distillation strategy shares; returns the distilled tap names."""
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        """The keys of the student step every distillation strategy shares (taps: of the student's architecture)."""
+        super().check_config(cfg)
         scfg = cfg["strategy"]
         require_choice(cfg, "strategy.teacher_input", TEACHER_INPUTS)
         require_number(cfg, "strategy.lambda", low=0)
@@ -146,14 +143,13 @@ class Distillation(NoisyImageModule):
         require_number(cfg, "strategy.logit_kd.weight", low=0)
         temperature = scfg["logit_kd"]["temperature"]
         require(
-            _is_number(temperature) and temperature > 0,
+            is_number(temperature) and temperature > 0,
             "strategy.logit_kd.temperature",
             temperature,
             "must be a number > 0",
         )
         for flag in ("adapter", "fused_feature_loss"):
             require_bool(cfg, f"strategy.{flag}")
-        student_arch = cfg["model"]["arch"]
         taps = scfg["taps"]
         require(
             isinstance(taps, str) or (isinstance(taps, list) and all(isinstance(t, str) for t in taps)),
@@ -161,13 +157,7 @@ class Distillation(NoisyImageModule):
             taps,
             "must be 'all', a tap name or a list of tap names",
         )
-        try:
-            names = resolve_taps(taps, ARCHITECTURES[student_arch].taps)
-            resolve_taps(names, ARCHITECTURES[teacher_arch].taps)
-        except ValueError as err:
-            raise ConfigError(
-                f"strategy.taps={taps!r} is not allowed (student {student_arch}, teacher {teacher_arch}): {err}"
-            ) from None
+        names = cls.tap_names_of(cfg, cfg["model"]["arch"], "student")
         require(
             bool(names) or scfg["logit_kd"]["weight"] > 0,
             "strategy.taps",
@@ -179,20 +169,41 @@ class Distillation(NoisyImageModule):
             tap_weights is None
             or (
                 isinstance(tap_weights, Mapping)
-                and all(k in names and _is_number(v) and v >= 0 for k, v in tap_weights.items())
+                and all(k in names and is_number(v) and v >= 0 for k, v in tap_weights.items())
             ),
             "strategy.tap_weights",
             tap_weights,
             f"must be null or a mapping from distilled taps ({', '.join(names)}) to numbers >= 0",
         )
+
+    @staticmethod
+    def tap_names_of(cfg: Mapping[str, Any], arch: str, whose: str) -> list[str]:
+        """``strategy.taps`` resolved in architecture ``arch`` (the ``whose`` network's), or a ConfigError."""
+        taps = cfg["strategy"]["taps"]
+        try:
+            return resolve_taps(taps, ARCHITECTURES[arch].taps)
+        except ValueError as err:
+            raise ConfigError(f"strategy.taps={taps!r} is not allowed ({whose} {arch}): {err}") from None
+
+    @classmethod
+    def check_teacher_taps(cls, cfg: Mapping[str, Any], teacher_arch: str) -> None:
+        """The distilled taps exist in the teacher's architecture too, with shapes the student can match."""
+        student_arch = cfg["model"]["arch"]
+        names = cls.tap_names_of(cfg, student_arch, "student")
+        try:
+            resolve_taps(names, ARCHITECTURES[teacher_arch].taps)
+        except ValueError as err:
+            raise ConfigError(
+                f"strategy.taps={cfg['strategy']['taps']!r} is not allowed (student {student_arch}, "
+                f"teacher {teacher_arch}): {err}"
+            ) from None
         if student_arch != teacher_arch and names:
-            size = int(cfg["data"].get("image_size", 32))
+            size = int(cfg["data"].get("image_size", 32))  # optional: CIFAR configs leave it out
             shapes = [
                 tap_shapes(ARCHITECTURES[a].build(10), names, (3, size, size), ARCHITECTURES[a].taps)
                 for a in (student_arch, teacher_arch)
             ]
-            match_taps(shapes[0], shapes[1], bool(scfg["adapter"]))
-        return names
+            match_taps(shapes[0], shapes[1], bool(cfg["strategy"]["adapter"]))
 
     # ------------------------------------------------------------------ training
     def _feature_taps(self, x: Tensor) -> tuple[FeatureTaps, FeatureTaps]:
@@ -231,9 +242,10 @@ class Distillation(NoisyImageModule):
             return x_noisy
         return self.add_noise(x)  # independent: the next draw of this rank's training-noise stream
 
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def training_loss(
+        self, x: Tensor, x_noisy: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         student_taps, teacher_taps = self._feature_taps(x)
-        x_noisy = self.add_noise(x)
         x_teacher = self.teacher_view(x, x_noisy)
         with torch.no_grad():
             teacher_logits, teacher_features = self._forward(self.teacher, teacher_taps, x_teacher)
@@ -274,11 +286,7 @@ class FeatureDistillation(Distillation):
                 ) from None
 
     def attach_teacher(self) -> nn.Module:
-        if "teacher" not in self.frozen:
-            raise ValueError(
-                f"{type(self).__name__} needs frozen['teacher'] (ssd.pipeline trains or loads it)"
-            )
-        return self.teacher
+        return self.teacher  # there: the base class checks the required roles
 
     @property
     def teacher(self) -> nn.Module:
@@ -310,14 +318,18 @@ class FeatureDistillation(Distillation):
 
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """Everything that can be wrong with a distillation config, before any stage trains."""
-        scfg = cfg["strategy"]
+        """The student step's keys and what the teacher stage is derived from (before that stage is checked)."""
+        super().check_config(cfg)
         for flag in ("init_from_teacher", "fold_teacher_bn"):
             require_bool(cfg, f"strategy.{flag}")
-        teacher_cfg = stage_config(cfg, cls.role_config(cfg, "teacher"))  # checked by ssd.config.validate
-        student_arch, teacher_arch = cfg["model"]["arch"], teacher_cfg["model"]["arch"]
-        cls.check_distill_config(cfg, teacher_arch)
-        if scfg["init_from_teacher"]:
+        teacher_stage.check_config(cfg)
+
+    @classmethod
+    def check_stages(cls, cfg: Mapping[str, Any], stages: Mapping[str, Mapping[str, Any]]) -> None:
+        """The student against its (valid) teacher stage: taps, channel widths, ``init_from_teacher``."""
+        student_arch, teacher_arch = cfg["model"]["arch"], stages["teacher"]["model"]["arch"]
+        cls.check_teacher_taps(cfg, teacher_arch)
+        if cfg["strategy"]["init_from_teacher"]:
             require(
                 student_arch == teacher_arch,
                 "strategy.init_from_teacher",

@@ -15,16 +15,15 @@ The evaluated network is ``g(D(.))``.
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.validate import require, require_number
+from ssd.config.checks import is_number, require, require_bool, require_number
 from ssd.strategies.denoise import DenoiserPipelineModule, DenoiseThenClassify
-from ssd.strategies.denoiser import check_denoiser_config, check_strategy_optim
+from ssd.strategies.denoiser import check_denoiser_config
 
 
 class Joint(DenoiserPipelineModule):
@@ -41,17 +40,10 @@ class Joint(DenoiserPipelineModule):
             (w_rec, w_cls),
             "at least one weight must be > 0",
         )
-        train = cfg["strategy"]["train_classifier"]
-        require(isinstance(train, bool), "strategy.train_classifier", train, "must be true or false")
+        require_bool(cfg, "strategy.train_classifier")
         lr = cfg["strategy"]["classifier_lr"]
-        require(
-            isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0,
-            "strategy.classifier_lr",
-            lr,
-            "must be a number > 0",
-        )
+        require(is_number(lr) and lr > 0, "strategy.classifier_lr", lr, "must be a number > 0")
         check_denoiser_config(cfg)
-        check_strategy_optim(cfg)
 
     def __init__(
         self,
@@ -67,9 +59,6 @@ class Joint(DenoiserPipelineModule):
         return bool(self.cfg["strategy"]["train_classifier"])
 
     def build_net(self) -> nn.Module:
-        for role in self.requires:
-            if role not in self.frozen:
-                raise ValueError(f"Joint needs frozen[{role!r}] (ssd.pipeline trains or loads it)")
         # trainable copies start in train mode: Lightning keeps the modes modules have at fit start
         denoiser = copy.deepcopy(self.frozen["denoiser"]).train().requires_grad_(True)
         classifier = self.frozen["classifier"]
@@ -77,8 +66,10 @@ class Joint(DenoiserPipelineModule):
             classifier = copy.deepcopy(classifier).train().requires_grad_(True)
         return DenoiseThenClassify(denoiser, classifier)
 
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        denoised = self.net.denoiser(self.add_noise(x))
+    def training_loss(
+        self, x: Tensor, x_noisy: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        denoised = self.net.denoiser(x_noisy)
         logits = self.net.classifier(denoised)
         rec = F.mse_loss(denoised.float(), x.float())
         cls = F.cross_entropy(logits, y)

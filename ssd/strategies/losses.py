@@ -98,16 +98,19 @@ class DistillationLoss:
         tap_weights: optional per-tap factors ``w_l``; taps not listed get 1.
         kd_weight, kd_temperature: the logit term (skipped entirely when the weight is 0).
         fused: use ``FUSED_FEATURE_LOSSES[feature_loss]`` where there is one (same value, less work).
+
+    The defaults are neutral (the plain sum of the feature losses, no logit term, the reference
+    implementation); the recipe's values live in ``conf/strategy``.
     """
 
     def __init__(
         self,
         taps: Sequence[str],
-        feature_loss: str = "mse",
-        weight: float = 0.1,
+        feature_loss: str,
+        weight: float = 1.0,
         tap_weights: Mapping[str, float] | None = None,
         kd_weight: float = 0.0,
-        kd_temperature: float = 4.0,
+        kd_temperature: float = 1.0,
         fused: bool = False,
     ) -> None:
         if feature_loss not in FEATURE_LOSSES:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ssd.config.validate import require, require_number
+from ssd.config.checks import require, require_number
 from ssd.noise import fixed_noisy
 from ssd.strategies.distill import Distillation, _unwrapped
 
@@ -91,6 +91,7 @@ class OnlineDistillation(Distillation):
     # ------------------------------------------------------------------ config
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        """The EMA's keys, then the student step's (the EMA teacher has the student's architecture and taps)."""
         require_number(cfg, "strategy.ema_decay", low=0, high=1)
         require_number(cfg, "strategy.warmup_epochs", low=0)
         adapter = cfg["strategy"]["adapter"]
@@ -100,7 +101,7 @@ class OnlineDistillation(Distillation):
             adapter,
             "must be false: the EMA teacher is the student's own shape",
         )
-        cls.check_distill_config(cfg, teacher_arch=cfg["model"]["arch"])
+        super().check_config(cfg)
 
     @classmethod
     def method_label(cls, cfg: Mapping[str, Any]) -> str:

@@ -10,24 +10,21 @@ different section from it:
 * ``teacher_sigma``: the configured teacher, trained at that noise sigma (a ``noise.sigma``
   stage override; the student keeps the run's noise).
 
-Stage checks run before a strategy's own ``check_config``, so ``role_config`` checks the keys
-it reads itself.
+What ``role_config`` reads (``generations``, ``teacher_sigma``) is checked by ``check_config``,
+which runs before the stage itself is checked (``NoisyImageModule.check``); the section's
+``strategy``, ``ckpt`` and ``overrides`` are checked with the stage (ssd.config.validate), as
+every stage's are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from ssd.config.validate import require
-from ssd.paths import conf_dir
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+from ssd.config.checks import get_key, is_int, is_number, require
+from ssd.stages import strategy_section
 
 
 def _flat(mapping: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -41,10 +38,17 @@ def _flat(mapping: Mapping[str, Any], prefix: str = "") -> list[str]:
     return items
 
 
+def _configured_teacher(name: str) -> str | None:
+    """The teacher strategy that strategy ``name``'s own config sets (None: ``name`` is no config)."""
+    try:
+        return strategy_section(name)["teacher"]["strategy"]
+    except FileNotFoundError:
+        return None
+
+
 def role_config(cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
     """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage for this config."""
     scfg = cfg["strategy"]
-    check_teacher_section(cfg)
     section = dict(scfg[role])
     if role != "teacher":
         return section
@@ -71,71 +75,37 @@ def method_label(cfg: Mapping[str, Any]) -> str:
     if scfg["generations"] > 1:
         label += f":gen{scfg['generations']}"
     teacher = scfg["teacher"]
-    default_yaml = conf_dir() / "strategy" / f"{name}.yaml"
-    if default_yaml.exists() and teacher["strategy"] != OmegaConf.load(default_yaml).teacher.strategy:
+    default = _configured_teacher(name)
+    if default is not None and teacher["strategy"] != default:
         label += f":teacher={teacher['strategy']}"
     if scfg["teacher_sigma"] is not None:
         label += f":teacher_sigma={scfg['teacher_sigma']:g}"
-    if teacher.get("overrides"):
+    if teacher.get("overrides"):  # a stage section may leave out ckpt and overrides
         label += f":teacher[{','.join(_flat(teacher['overrides']))}]"
     return label
 
 
-def check_teacher_section(cfg: Mapping[str, Any]) -> None:
-    """``strategy.teacher``, ``generations`` and ``teacher_sigma``: what ``role_config`` derives the stage from."""
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """``generations`` and ``teacher_sigma``: what ``role_config`` derives the teacher stage from."""
     scfg = cfg["strategy"]
-    generations = scfg.get("generations")
+    generations = get_key(cfg, "strategy.generations")
     require(
-        isinstance(generations, int) and not isinstance(generations, bool) and generations >= 1,
+        is_int(generations) and generations >= 1,
         "strategy.generations",
         generations,
         "must be an integer >= 1 (1: one student of the configured teacher; k: a chain of k students)",
     )
     if generations > 1:
         require(
-            (conf_dir() / "strategy" / f"{scfg['name']}.yaml").exists(),
+            _configured_teacher(scfg["name"]) is not None,
             "strategy.name",
             scfg["name"],
             "must name a conf/strategy/*.yaml when strategy.generations > 1 (earlier generations are built from it)",
         )
-    teacher = scfg.get("teacher")
-    require(
-        isinstance(teacher, Mapping),
-        "strategy.teacher",
-        teacher,
-        "must be a section with keys strategy, ckpt, overrides",
-    )
-    available = sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
-    require(
-        teacher.get("strategy") in available,
-        "strategy.teacher.strategy",
-        teacher.get("strategy"),
-        f"must name a config in conf/strategy: {', '.join(available)}",
-    )
-    ckpt = teacher.get("ckpt")
-    require(
-        ckpt is None or Path(str(ckpt)).is_file(),
-        "strategy.teacher.ckpt",
-        ckpt,
-        "must be null or an existing net.pt / Lightning .ckpt file",
-    )
-    overrides = teacher.get("overrides")
-    require(
-        overrides is None or isinstance(overrides, Mapping),
-        "strategy.teacher.overrides",
-        overrides,
-        "must be null or a mapping merged into the teacher stage's config",
-    )
-    _check_teacher_sigma(cfg, overrides or {})
-
-
-def _check_teacher_sigma(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
-    sigma = cfg["strategy"].get("teacher_sigma")
+    sigma = get_key(cfg, "strategy.teacher_sigma")
     if sigma is None:
         return
-    require(
-        _is_number(sigma) and sigma >= 0, "strategy.teacher_sigma", sigma, "must be null or a number >= 0"
-    )
+    require(is_number(sigma) and sigma >= 0, "strategy.teacher_sigma", sigma, "must be null or a number >= 0")
     require(
         "sigma" in cfg["noise"],
         "strategy.teacher_sigma",
@@ -143,8 +113,10 @@ def _check_teacher_sigma(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -
         f"needs a noise model with a sigma (noise={cfg['noise']['name']}); "
         "use strategy.teacher.overrides={noise: {...}} for its own level",
     )
+    teacher = scfg["teacher"]
+    overrides = teacher.get("overrides") if isinstance(teacher, Mapping) else None  # checked with the stage
     require(
-        "sigma" not in (overrides.get("noise") or {}),
+        not isinstance(overrides, Mapping) or "sigma" not in (overrides.get("noise") or {}),
         "strategy.teacher_sigma",
         sigma,
         "and strategy.teacher.overrides.noise.sigma are both set; keep one",

@@ -12,6 +12,8 @@ from ssd.strategies.base import NoisyImageModule
 
 
 class Vanilla(NoisyImageModule):
-    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        logits = self.net(self.add_noise(x))
+    def training_loss(
+        self, x: Tensor, x_noisy: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        logits = self.net(x_noisy)
         return F.cross_entropy(logits, y), logits, {}

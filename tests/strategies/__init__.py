@@ -1,0 +1,1 @@
+"""Test-only strategies: what a new strategy takes (a class here, a YAML under tests/conf/strategy)."""
