@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ssd.loggers import log_curve, log_images, supports_media
+from ssd.noise import fixed_noisy
 
 
 class TrainThroughput(L.Callback):
@@ -151,8 +152,6 @@ class EvaluationMedia(L.Callback):
         if batch_idx != 0 or not trainer.is_global_zero or not supports_media(trainer.logger):
             return
         from torchvision.utils import make_grid
-
-        from ssd.noise import fixed_noisy
 
         x, _, idx = batch
         x, idx = x[: self.max_images], idx[: self.max_images]

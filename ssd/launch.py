@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssd.config.errors import ConfigError
+from ssd.console import route_rank_logs
 from ssd.dist import agree_on_run_dir, launch_rank, launch_world_size
 from ssd.results import read_complete_results, read_json
 
@@ -286,8 +287,6 @@ def shared_run_dir(hydra_cfg: Any, log_dir: Path) -> Path:
     folder their own Hydra made, if it differs.
     """
     from hydra.types import RunMode
-
-    from ssd.console import route_rank_logs
 
     proposed = Path(hydra_cfg.runtime.output_dir)
     if launch_world_size() <= 1:

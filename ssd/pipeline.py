@@ -38,6 +38,7 @@ from ssd.config.errors import ConfigError
 from ssd.config.validate import check_batch_fits
 from ssd.console import announce_stage, stage_label
 from ssd.dist import is_launch_rank_zero, wait_for_decision
+from ssd.fit import build_module, fit_stage
 from ssd.hardware import configure_backends, describe_hardware
 from ssd.interrupt import exit_code_of
 from ssd.results import package_versions, read_complete_results, read_json, runtime_facts, write_json_atomic
@@ -51,7 +52,6 @@ from ssd.stages import (
     stage_key,
     strategy_class,
 )
-from ssd.train import build_module, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Pipeline:
             )
             weights = None if plan["source"] == "train" else Path(plan["net"])
             if weights is None or main:
-                module, result = train_stage(
+                module, result = fit_stage(
                     cfg,
                     role,
                     stage_dir,

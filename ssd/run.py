@@ -1,6 +1,6 @@
 """``python -m ssd.run``: compose the config with Hydra, validate it, run the job.
 
-Thin on purpose: ``train(cfg)`` does the work and returns the results dict, so tests
+Thin on purpose: ``run_config(cfg)`` does the work and returns the results dict, so tests
 and notebooks call it directly with a composed config; ``execute`` is the job exactly as the
 command line runs it, returning its exit status:
 
@@ -26,8 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ssd.config import ConfigError, validate
-from ssd.config.validate import check_writable
+from ssd.config import ConfigError
+from ssd.config.validate import check_writable, validate
 from ssd.console import setup as setup_console
 from ssd.dist import is_launch_rank_zero
 from ssd.hardware import resolve_channels_last, resolve_precision
@@ -68,7 +68,7 @@ def run_dir_and_group(cfg: DictConfig | None = None) -> tuple[Path, str]:
     return run_dir, job_group(hc, run_dir)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None) -> dict[str, Any]:
+def run_config(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None) -> dict[str, Any]:
     """Validate ``cfg`` and run its pipeline into ``run_dir``; return the results.
 
     Before anything is written, rank 0 checks that ``run_dir`` holds this config or nothing
@@ -150,7 +150,7 @@ def execute(cfg: DictConfig, run_dir: Path, group: str) -> tuple[int, dict[str, 
         resolve_auto(resolved)
         record_run_config(OmegaConf.to_container(resolved, resolve=True), run_dir)
         with prepared(run_dir):  # ssd.launch: the job here, or on torchrun's ranks when it asks for several
-            return 0, run_job(cfg, run_dir, lambda: train(cfg, run_dir, group))
+            return 0, run_job(cfg, run_dir, lambda: run_config(cfg, run_dir, group))
     except ConfigError as err:
         record_config_error(err, cfg, run_dir)
         print(f"ssd: config error: {err}", file=sys.stderr)

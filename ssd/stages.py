@@ -2,7 +2,7 @@
 
 A *stage* is one trained network: the main network of a run, or a network a strategy
 needs first (a teacher, a denoiser, a clean classifier). This module is the low layer
-that ``ssd.pipeline`` (which orchestrates stages), ``ssd.train`` (which trains one) and
+that ``ssd.pipeline`` (which orchestrates stages), ``ssd.fit`` (which trains one) and
 ``ssd.config.validate`` (which checks them) all import downward; it imports nothing above
 the data, model and strategy packages.
 

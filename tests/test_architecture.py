@@ -24,7 +24,9 @@ def test_the_map_names_paths_and_code() -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_every_path_it_names_exists(path: str) -> None:
     matches = list(REPO.glob(path)) if "*" in path else [REPO / path]
-    assert matches and all(p.exists() for p in matches), f"docs/ARCHITECTURE.md names {path}, which does not exist"
+    assert matches and all(p.exists() for p in matches), (
+        f"docs/ARCHITECTURE.md names {path}, which does not exist"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

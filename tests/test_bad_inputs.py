@@ -181,9 +181,9 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for target in (
         "ssd.pipeline.build_datamodule",
         "ssd.pipeline.build_module",
-        "ssd.pipeline.train_stage",
-        "ssd.train.build_module",
-        "ssd.train.train_stage",
+        "ssd.pipeline.fit_stage",
+        "ssd.fit.build_module",
+        "ssd.fit.fit_stage",
         "ssd.data.cifar.load_cifar_arrays",
         "ssd.data.folder.scan_image_folder",
         "ssd.models.classifier.build_classifier",

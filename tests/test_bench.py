@@ -260,8 +260,8 @@ def test_splits_are_copied_to_the_training_device_once_when_resident() -> None:
 @pytest.mark.slow
 def test_compiled_networks_keep_their_feature_taps(tmp_path: Path) -> None:
     """trainer.compile=true: a student compiled after a teacher stage of the same class still records taps."""
+    from ssd.fit import build_module
     from ssd.models import FeatureTaps
-    from ssd.train import build_module
 
     cfg = OmegaConf.to_container(
         compose_cfg([*TINY, "trainer.compile=true", "trainer.channels_last=false"], tmp_path), resolve=True

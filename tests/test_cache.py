@@ -137,9 +137,10 @@ def _quick_train_stage(
     frozen: Any,
     group: str,
     weights: Any = None,
+    label: Any = None,
 ) -> Any:
-    """Stands in for ssd.train.train_stage in the race: no fitting, but it holds the lock for a while."""
-    from ssd.train import build_module
+    """Stands in for ssd.fit.fit_stage in the race: no fitting, but it holds the lock for a while."""
+    from ssd.fit import build_module
 
     time.sleep(2.0)
     return build_module(cfg, info, frozen), {"metrics": {"test/acc": 0.5}, "test_acc": 0.5}
@@ -148,7 +149,7 @@ def _quick_train_stage(
 def _obtain_teacher(cfg: dict[str, Any], run_dir: str, barrier: Any, queue: Any) -> None:
     import ssd.pipeline
 
-    ssd.pipeline.train_stage = _quick_train_stage  # the race is about locking and publishing, not training
+    ssd.pipeline.fit_stage = _quick_train_stage  # the race is about locking and publishing, not training
     barrier.wait()
     queue.put(teacher_record(cfg, Path(run_dir))["source"])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
 from tests.helpers import TINY, compose_cfg, run_cli
 
 

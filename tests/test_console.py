@@ -16,8 +16,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssd import console
+from ssd.fit import _progress_bar
 from ssd.loggers import StageCSVLogger, StageWandbLogger, build_logger
-from ssd.train import _progress_bar
 from tests.helpers import ONE_THREAD, REPO, SMALL, TINY, compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD

@@ -26,7 +26,7 @@ from ssd.config.errors import ConfigError
 from ssd.dist import DECISION_TIMEOUT_VAR, agree_on_run_dir, decision_timeout_s, wait_for_decision
 from ssd.launch import RankFailed, needs_script_launch, processes_per_node, run_job, torchrun_command
 from ssd.results import write_json_atomic
-from ssd.run import train
+from ssd.run import run_config
 from tests.helpers import ONE_THREAD, REPO, SMALL, compose_cfg, read_results, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -119,7 +119,7 @@ def test_test_accuracy_of_the_same_weights_is_the_same_on_one_and_two_processes(
         two = mixed_sweep["jobs"][(seed, 2)]
         net = two["dir"] / "main" / "net.pt"
         cfg = compose_cfg([*DDP_RUN, f"seed={seed}", "eval_only=true", f"init_from={net}"], tmp_path)
-        one = train(cfg, tmp_path / f"eval{seed}", "g")
+        one = run_config(cfg, tmp_path / f"eval{seed}", "g")
         assert (
             one["stages"]["main"]["world_size"] == 1
             and one["stages"]["main"]["train_samples_per_epoch"] is None

@@ -11,14 +11,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
+from ssd.fit import fit_stage
 from ssd.pipeline import build_datamodule
 from ssd.run import resolve_auto
 from ssd.stages import stage_key
 from ssd.strategies.base import build_classifier_from_cfg
-from ssd.strategies.denoise import Denoise, DenoiseThenClassify
+from ssd.strategies.denoise_classify import Denoise, DenoiseThenClassify
 from ssd.strategies.denoiser import DenoisingEvaluation, TrainDenoiser, build_denoiser_from_cfg
-from ssd.train import train_stage
 from ssd.viz import denoising_grid
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 
@@ -122,7 +123,10 @@ def test_denoise_roles_and_what_it_trains() -> None:
     assert Denoise.required_roles(frozen) == ("denoiser", "classifier") and not Denoise.trains(frozen)
     train = tiny_cfg("strategy=denoise")  # the SPEC's baseline: g trained on D(x~) by default
     assert Denoise.required_roles(train) == ("denoiser",) and Denoise.trains(train)
-    assert Denoise.method_label(train) == "denoise:clean" and Denoise.method_label(frozen) == "denoise_frozen:clean"
+    assert (
+        Denoise.method_label(train) == "denoise:clean"
+        and Denoise.method_label(frozen) == "denoise_frozen:clean"
+    )
     n2n = tiny_cfg("strategy=denoise", "strategy.target=noise2noise")
     assert n2n["strategy"]["denoiser"]["overrides"]["strategy"]["target"] == "noise2noise"
 
@@ -162,11 +166,11 @@ def test_denoise_frozen_mode_classifies_the_denoised_image() -> None:
 
 
 def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None:
-    """train_stage skips fit when the strategy trains nothing, and still tests accuracy and PSNR."""
+    """fit_stage skips fit when the strategy trains nothing, and still tests accuracy and PSNR."""
     cfg = tiny_cfg("strategy=denoise_frozen", "data.test=32")
     datamodule, info = tiny_data(cfg)
     frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
-    module, result = train_stage(cfg, "main", tmp_path / "main", datamodule, info, frozen, "test")
+    module, result = fit_stage(cfg, "main", tmp_path / "main", datamodule, info, frozen, "test")
     assert result["epochs"] == 0 and result["train_images_per_s"] == 0.0
     assert not (tmp_path / "main" / "checkpoints" / "last.ckpt").exists()
     assert 0.0 <= result["test_acc"] <= 1.0 and set(result["robustness"]) >= {"sigma=0", "sigma=0.1"}
@@ -190,7 +194,10 @@ def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None
             ["strategy=denoise", "strategy.denoiser.overrides.strategy.target=x"],
             "stage denoiser (strategy.denoiser): strategy.target='x'",
         ),
-        (["strategy=denoise_frozen", "strategy.classifier.strategy=nope"], "strategy.classifier.strategy='nope'"),
+        (
+            ["strategy=denoise_frozen", "strategy.classifier.strategy=nope"],
+            "strategy.classifier.strategy='nope'",
+        ),
         (["strategy=denoise", "strategy.classifier_mode=frozen"], "strategy=denoise_frozen"),
         (["strategy=denoise_frozen", "strategy.classifier_mode=train"], "strategy=denoise"),
     ],
@@ -240,5 +247,8 @@ def test_denoise_end_to_end_noise2noise_with_a_trained_classifier(tmp_path: Path
     assert (run_dir / "main" / "denoising_grid.png").exists() and (
         run_dir / "denoiser" / "denoising_grid.png"
     ).exists()
-    (meta,) = [json.loads(f.read_text()) for f in (tmp_path / "cache").rglob("meta.json")]
+    metas = [
+        json.loads(f.read_text()) for f in (tmp_path / "cache").rglob("meta.json")
+    ]  # every stage is published
+    (meta,) = [m for m in metas if m["config"]["strategy"]["name"] == "denoiser"]
     assert meta["config"]["strategy"]["target"] == "noise2noise"  # strategy.target reached the stage

@@ -13,11 +13,12 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.cache import sha256_file
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
+from ssd.fit import build_module, fit_stage
 from ssd.pipeline import build_datamodule, stage_config
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.distill import FeatureDistillation
-from ssd.train import build_module, train_stage
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 
 # a smaller tiny run for end-to-end CLI tests: one epoch, few images, one robustness level
@@ -260,7 +261,7 @@ def test_teacher_frozen_and_unchanged_by_a_fit(tmp_path: Path) -> None:
     student_before = copy.deepcopy(module.net.state_dict())
     modes: list[bool] = []
     teacher.register_forward_pre_hook(lambda m, _a: modes.append(m.training))
-    trained, _ = train_stage(cfg, "main", tmp_path / "main", datamodule, info, {"teacher": teacher}, "test")
+    trained, _ = fit_stage(cfg, "main", tmp_path / "main", datamodule, info, {"teacher": teacher}, "test")
     assert trained.teacher is teacher
     assert modes and not any(modes)  # eval mode (BatchNorm statistics frozen) in every step
     for key, value in teacher.state_dict().items():

@@ -22,12 +22,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import ssd.train
+import ssd.fit
 from ssd.callbacks import FailAtEpoch, FiniteLossGuard, TrainingDiverged
 from ssd.interrupt import handle_signals
 from ssd.pipeline import run_pipeline
 from ssd.results import read_json
-from ssd.run import execute, train
+from ssd.run import execute, run_config
 from tests.helpers import ONE_THREAD, REPO, SMALL, compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -36,18 +36,18 @@ RESUMABLE = [*SMALL, "data.val_size=16", "trainer.max_epochs=2"]
 
 
 def guard_wired() -> bool:
-    """Whether ssd.train adds FiniteLossGuard to its trainers (it records where training is)."""
-    return "FiniteLossGuard" in inspect.getsource(ssd.train)
+    """Whether ssd.fit adds FiniteLossGuard to its trainers (it records where training is)."""
+    return "FiniteLossGuard" in inspect.getsource(ssd.fit)
 
 
 def extra_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks: L.Callback) -> None:
-    """Make ssd.train add ``callbacks`` to every trainer (through its test hook FailAtEpoch.from_env),
-    plus FiniteLossGuard where ssd.train does not add it itself yet."""
+    """Make ssd.fit add ``callbacks`` to every trainer (through its test hook FailAtEpoch.from_env),
+    plus FiniteLossGuard where ssd.fit does not add it itself yet."""
     guard = [] if guard_wired() else [FiniteLossGuard()]
     monkeypatch.setattr(FailAtEpoch, "from_env", classmethod(lambda cls: [*guard, *callbacks]))
 
 
-@pytest.mark.xfail(not guard_wired(), reason="needs pipeline wiring: ssd.train must add FiniteLossGuard()")
+@pytest.mark.xfail(not guard_wired(), reason="needs pipeline wiring: ssd.fit must add FiniteLossGuard()")
 def test_every_trainer_has_the_finite_loss_guard() -> None:
     assert guard_wired()
 
@@ -233,7 +233,7 @@ def test_unwritable_cache_keeps_the_result(
 
     monkeypatch.setattr("ssd.cache.shutil.copyfile", disk_full)
     with caplog.at_level(logging.WARNING):
-        results = train(compose_cfg(SMALL, tmp_path), tmp_path / "run", "g")
+        results = run_config(compose_cfg(SMALL, tmp_path), tmp_path / "run", "g")
     assert results["status"] == "complete" and results["test_acc"] is not None
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "complete"
     assert "stage cache not updated" in caplog.text and "No space left" in caplog.text

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.denoiser import build_denoiser_from_cfg
 from ssd.strategies.joint import Joint

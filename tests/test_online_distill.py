@@ -10,11 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
+from ssd.fit import build_module, fit_stage
 from ssd.noise import fixed_noisy
 from ssd.pipeline import build_datamodule
 from ssd.strategies.online_distill import OnlineDistillation, ema_decay_at, warmup_scale
-from ssd.train import build_module, train_stage
 from tests.helpers import TINY, compose_cfg
 
 SMALL_FIT = [
@@ -133,7 +134,7 @@ def test_a_fit_updates_the_ema_every_step_and_tests_it(tmp_path: Path) -> None:
     cfg = online_cfg(*SMALL_FIT, "data.batch_size=16")
     module, datamodule = make_module(cfg)
     _, info = build_datamodule(cfg)
-    trained, result = train_stage(cfg, "main", tmp_path / "main", datamodule, info, {}, "test")
+    trained, result = fit_stage(cfg, "main", tmp_path / "main", datamodule, info, {}, "test")
     steps = int(trained.trainer.global_step)
     assert steps == 4 and int(trained.ema_updates) == steps  # 64 images / 16 per batch, one update per step
     metrics = result["metrics"]

@@ -169,14 +169,14 @@ def test_report_of_an_empty_folder_fails_with_a_message(
 
 def test_report_of_real_runs(tmp_path: Path) -> None:
     """Two strategies x two seeds of real tiny runs, then the CLI exactly as a user types it."""
-    from ssd.run import train  # here: the report's own tests need no training code
+    from ssd.run import run_config  # here: the report's own tests need no training code
 
     sweep = tmp_path / "sweep"
     results = {}
     for strategy in ("vanilla", "clean"):
         for seed in (0, 1):
             cfg = compose_cfg([*SMALL, f"strategy={strategy}", f"seed={seed}"], tmp_path)
-            results[(strategy, seed)] = train(cfg, sweep / f"strategy={strategy},seed={seed}", "g")[
+            results[(strategy, seed)] = run_config(cfg, sweep / f"strategy={strategy},seed={seed}", "g")[
                 "test_acc"
             ]
     proc = subprocess.run(

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ssd.callbacks import FailAtEpoch
 from ssd.results import read_json
-from ssd.run import train
+from ssd.run import run_config
 from ssd.strategies.vanilla import Vanilla
 from tests.helpers import ONE_THREAD, SMALL, TINY, compose_cfg, run_cli
 
@@ -36,19 +36,19 @@ def _checkpoint_epoch(run_dir: Path) -> int:
 
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_cfg(RESUMABLE, tmp_path)
-    straight = train(cfg.copy(), tmp_path / "straight", "g")
+    straight = run_config(cfg.copy(), tmp_path / "straight", "g")
 
     killed_dir = tmp_path / "killed"
     # its own stage cache: with the straight run's, the killed run would find the network there and not train
     cfg = compose_cfg([*RESUMABLE, f"paths.cache_dir={tmp_path}/cache_killed"], tmp_path)
     monkeypatch.setenv(FailAtEpoch.ENV, "1")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg.copy(), killed_dir, "g")
+        run_config(cfg.copy(), killed_dir, "g")
     assert read_json(killed_dir / "results.json")["status"] == "failed"
     assert _checkpoint_epoch(killed_dir) == 0  # the epoch before the crash is on disk
 
     monkeypatch.delenv(FailAtEpoch.ENV)
-    resumed = train(cfg.copy(), killed_dir, "g")
+    resumed = run_config(cfg.copy(), killed_dir, "g")
     assert resumed["stages"]["main"]["resumed_from"] == str(killed_dir / "main" / "checkpoints" / "last.ckpt")
     assert resumed["stages"]["main"]["epochs"] == straight["stages"]["main"]["epochs"] == 2
     for key in ("test_acc", "clean_acc", "robustness"):
@@ -115,20 +115,20 @@ def test_resume_after_a_config_change_is_refused(tmp_path: Path, monkeypatch: py
     run_dir = tmp_path / "run"
     monkeypatch.setenv(FailAtEpoch.ENV, "1")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
+        run_config(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
     monkeypatch.delenv(FailAtEpoch.ENV)
     resolved = (run_dir / "config.resolved.yaml").read_text()
 
     changed = compose_cfg([*RESUMABLE, "noise.sigma=0.3"], tmp_path)
     with pytest.raises(ConfigError, match=r"noise\.sigma: 0\.1 there, 0\.3 now") as err:
-        train(changed, run_dir, "g")
+        run_config(changed, run_dir, "g")
     assert "resume=false" in str(err.value) and "hydra.run.dir" in str(err.value)
     assert _stage_entries(tmp_path) == []  # nothing published
     assert (run_dir / "config.resolved.yaml").read_text() == resolved  # never a config that did not run
     assert read_json(run_dir / "results.json")["status"] == "failed"  # the crash, unchanged
 
     # launch-only keys may change: the same run resumes on other hardware or with another logger
-    done = train(compose_cfg([*RESUMABLE, "logger=csv", "trainer.devices=1"], tmp_path), run_dir, "g")
+    done = run_config(compose_cfg([*RESUMABLE, "logger=csv", "trainer.devices=1"], tmp_path), run_dir, "g")
     assert done["status"] == "complete" and done["stages"]["main"]["resumed_from"]
 
 
@@ -136,14 +136,14 @@ def test_complete_folder_with_another_config_is_refused_then_superseded(tmp_path
     from ssd.config import ConfigError
 
     run_dir = tmp_path / "run"
-    first = train(compose_cfg(SMALL, tmp_path), run_dir, "g")
+    first = run_config(compose_cfg(SMALL, tmp_path), run_dir, "g")
     assert first["status"] == "complete"
     with pytest.raises(ConfigError, match=r"strategy\.name: 'vanilla' there, 'clean' now"):
-        train(compose_cfg([*SMALL, "strategy=clean", "noise.sigma=0.5"], tmp_path), run_dir, "g")
+        run_config(compose_cfg([*SMALL, "strategy=clean", "noise.sigma=0.5"], tmp_path), run_dir, "g")
     assert read_json(run_dir / "results.json")["test_acc"] == first["test_acc"]  # untouched
 
     # resume=false starts over: the earlier run is moved aside and marked superseded first
-    again = train(
+    again = run_config(
         compose_cfg([*SMALL, "strategy=clean", "noise.sigma=0.5", "resume=false"], tmp_path), run_dir, "g"
     )
     assert again["status"] == "complete" and again["strategy"] == "clean"
@@ -159,10 +159,10 @@ def test_resume_false_marks_the_old_result_before_anything_else(
 ) -> None:
     """A resume=false rerun killed early never leaves the old "complete" beside its own partial files."""
     run_dir = tmp_path / "run"
-    train(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
+    run_config(compose_cfg(RESUMABLE, tmp_path), run_dir, "g")
     monkeypatch.setenv(FailAtEpoch.ENV, "1")
     fresh = compose_cfg([*RESUMABLE, "resume=false", f"paths.cache_dir={tmp_path}/cache2"], tmp_path)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(fresh, run_dir, "g")
+        run_config(fresh, run_dir, "g")
     assert read_json(run_dir / "results.json")["status"] == "failed"
     assert [read_json(p / "results.json")["status"] for p in run_dir.glob("superseded-*")] == ["superseded"]

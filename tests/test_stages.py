@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import ssd.train
+import ssd.fit
 from ssd.pipeline import build_datamodule
-from ssd.run import train
+from ssd.run import run_config
 from ssd.seeding import stage_seed
 from ssd.stages import data_fingerprint, load_net_weights, net_state_dict, stage_config, stage_key
 from tests.helpers import SMALL, compose_cfg
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _record_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
-    """Patch ssd.train.build_module to keep each stage's initial weights and first training-noise batch."""
+    """Patch ssd.fit.build_module to keep each stage's initial weights and first training-noise batch."""
     seen: dict[str, dict[str, Any]] = {}
-    real_build = ssd.train.build_module
+    real_build = ssd.fit.build_module
 
     def build(cfg: Any, info: Any, frozen: Any) -> Any:
         module = real_build(cfg, info, frozen)
@@ -41,7 +41,7 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]
         module.add_noise = add_noise
         return module
 
-    monkeypatch.setattr(ssd.train, "build_module", build)
+    monkeypatch.setattr(ssd.fit, "build_module", build)
     return seen
 
 
@@ -49,10 +49,12 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
     return all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
-def test_student_and_teacher_draw_independent_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_student_and_teacher_draw_independent_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = _record_stages(monkeypatch)
     cfg = compose_cfg([*SMALL, "strategy=self_distill"], tmp_path)
-    train(cfg, tmp_path / "run", "g")
+    run_config(cfg, tmp_path / "run", "g")
     teacher, student = seen["vanilla"], seen["self_distill"]
     assert not _same_weights(teacher["init"], student["init"])  # another initialisation
     assert not torch.equal(teacher["first_images"], student["first_images"])  # another order / crops
@@ -62,7 +64,7 @@ def test_student_and_teacher_draw_independent_streams(tmp_path: Path, monkeypatc
 def test_shared_stage_seeds_is_the_replay_ablation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = _record_stages(monkeypatch)
     cfg = compose_cfg([*SMALL, "strategy=self_distill", "stage_seeds=shared"], tmp_path)
-    train(cfg, tmp_path / "run", "g")
+    run_config(cfg, tmp_path / "run", "g")
     teacher, student = seen["vanilla"], seen["self_distill"]
     assert _same_weights(teacher["init"], student["init"])
     assert torch.equal(teacher["first_images"], student["first_images"])
@@ -74,7 +76,7 @@ def test_the_same_seed_reproduces_a_run_bit_for_bit(tmp_path: Path) -> None:
     results = []
     for name in ("a", "b"):
         cfg = compose_cfg([*SMALL, "strategy=self_distill", f"paths.cache_dir={tmp_path}/cache_{name}"])
-        results.append(train(cfg, tmp_path / name, "g"))
+        results.append(run_config(cfg, tmp_path / name, "g"))
     a, b = results
     assert a["stages"]["main"]["source"] == b["stages"]["main"]["source"] == "train"
     for key in ("test_acc", "clean_acc", "robustness"):
@@ -130,15 +132,15 @@ def test_a_subset_teacher_is_never_served_to_a_full_set_run(tmp_path: Path) -> N
     _cifar_npz(tmp_path / "full_too" / "cifar10.npz", seed=1)
     cache = f"paths.cache_dir={tmp_path}/cache"
     subset = compose_cfg([*CIFAR_TINY, cache, f"data.root={tmp_path}/subset_only", "strategy=vanilla"])
-    first = train(subset, tmp_path / "subset_run", "g")
+    first = run_config(subset, tmp_path / "subset_run", "g")
     assert first["stages"]["main"]["source"] == "train"
     full = compose_cfg([*CIFAR_TINY, cache, f"data.root={tmp_path}/full_too", "strategy=self_distill"])
-    second = train(full, tmp_path / "full_run", "g")
+    second = run_config(full, tmp_path / "full_run", "g")
     assert second["stages"]["teacher"]["source"] == "train"  # not the subset's vanilla network
     assert second["stages"]["teacher"]["key"] != first["stages"]["main"]["key"]
     assert first["data"]["content"] != second["data"]["content"]
     # and the subset run again, in another folder, finds its own network
-    again = train(subset, tmp_path / "subset_again", "g")
+    again = run_config(subset, tmp_path / "subset_again", "g")
     assert again["stages"]["main"]["source"] == "cache"
 
 
@@ -151,28 +153,33 @@ def test_stage_key_covers_the_data_fingerprint(tmp_path: Path) -> None:
 
 
 def test_stage_data_overrides_are_rejected(tmp_path: Path) -> None:
-    from ssd.config import ConfigError, validate
+    from ssd.config import ConfigError
+    from ssd.config.validate import validate
 
-    cfg = compose_cfg([*SMALL, "strategy=self_distill", "+strategy.teacher.overrides={data: {batch_size: 8}}"])
+    cfg = compose_cfg(
+        [*SMALL, "strategy=self_distill", "+strategy.teacher.overrides={data: {batch_size: 8}}"]
+    )
     with pytest.raises(ConfigError, match="overrides.data"):
         validate(cfg)
 
 
 def test_one_clean_classifier_serves_stl_denoise_and_joint_and_every_sigma(tmp_path: Path) -> None:
     cache = [f"paths.cache_dir={tmp_path}/cache", "denoiser.depth=2", "denoiser.width=8"]
-    stl = train(compose_cfg([*SMALL, *cache, "strategy=student_teacher"]), tmp_path / "stl", "g")
+    stl = run_config(compose_cfg([*SMALL, *cache, "strategy=student_teacher"]), tmp_path / "stl", "g")
     assert stl["stages"]["teacher"]["source"] == "train"
     clean_key = stl["stages"]["teacher"]["key"]
-    frozen = train(compose_cfg([*SMALL, *cache, "strategy=denoise_frozen"]), tmp_path / "df", "g")
+    frozen = run_config(compose_cfg([*SMALL, *cache, "strategy=denoise_frozen"]), tmp_path / "df", "g")
     assert frozen["stages"]["classifier"]["source"] == "cache"
     assert frozen["stages"]["classifier"]["key"] == clean_key
-    joint = train(compose_cfg([*SMALL, *cache, "strategy=joint"]), tmp_path / "joint", "g")
+    joint = run_config(compose_cfg([*SMALL, *cache, "strategy=joint"]), tmp_path / "joint", "g")
     assert joint["stages"]["classifier"]["source"] == "cache"
     assert joint["stages"]["denoiser"]["source"] == "cache"  # denoise_frozen's MSE denoiser
     # a `clean` run is the same network again, at any sigma; its test still runs at its own sigma
     for sigma in (0.1, 0.3):
-        run = train(
-            compose_cfg([*SMALL, *cache, "strategy=clean", f"noise.sigma={sigma}"]), tmp_path / f"c{sigma}", "g"
+        run = run_config(
+            compose_cfg([*SMALL, *cache, "strategy=clean", f"noise.sigma={sigma}"]),
+            tmp_path / f"c{sigma}",
+            "g",
         )
         assert run["stages"]["main"]["source"] == "cache" and run["stages"]["main"]["key"] == clean_key
         assert run["noise"]["level"] == sigma
@@ -196,4 +203,6 @@ def test_compiled_weights_load_into_an_uncompiled_network() -> None:
     torch.save(legacy, path)
     other = build_classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
     load_net_weights(other, path)
-    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), net.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(other.state_dict().values(), net.state_dict().values(), strict=True)
+    )

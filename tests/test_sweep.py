@@ -152,11 +152,11 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
 
 def test_offline_wandb_run_has_curve_and_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An offline run (syncable later with `wandb sync`) holds the robustness table and the sample grid."""
-    from ssd.run import train
+    from ssd.run import run_config
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg([*SMALL, "logger=wandb"], tmp_path)
-    train(cfg, tmp_path / "run", "g")
+    run_config(cfg, tmp_path / "run", "g")
     (offline,) = (tmp_path / "run" / "main" / "wandb").glob("offline-run-*")
     media = offline / "files" / "media"
     (table,) = media.glob("table/robustness_table_*.table.json")

@@ -15,11 +15,11 @@ from torch import nn
 
 from ssd.bench.settings import CPU_DENOISER, PREFERRED_ORDER, ROW_VARIANTS, BenchSettings
 from ssd.bench.timing import StepWindow, WindowCallback
-from ssd.config import validate
+from ssd.config.validate import validate
+from ssd.fit import build_module, build_trainer
 from ssd.paths import conf_dir
 from ssd.run import resolve_auto
 from ssd.stages import stage_config, stage_seed, strategy_class
-from ssd.train import build_module, build_trainer
 
 
 def discover_strategies() -> list[str]:

@@ -69,8 +69,8 @@ def _raw(path: Path) -> dict[str, Any]:
 def _merged_default(path: Path, entry: Any) -> Path | None:
     """The file a defaults-list entry of ``path`` merges into the same section, if any.
 
-    ``default`` (``trainer/ddp.yaml``) and ``base/distill@_here_`` are relative to the file's folder,
-    ``/strategy/base/distill@_here_`` to ``conf/``; entries for other packages are not this section's.
+    ``default`` (``trainer/ddp.yaml``) is relative to the file's folder,
+    ``/_shared/strategy/distill@_here_`` to ``conf/``; entries for other packages are not this section's.
     """
     if not isinstance(entry, str) or entry == "_self_":
         return None
@@ -84,7 +84,7 @@ def _merged_default(path: Path, entry: Any) -> Path | None:
 @functools.lru_cache(maxsize=256)
 def _option(path: Path) -> Schema:
     """The keys of one option file, with its own defaults list (``trainer/ddp.yaml`` extends ``default``,
-    ``strategy/self_distill.yaml`` the shared ``strategy/base/feature_distill.yaml``)."""
+    ``strategy/self_distill.yaml`` the shared ``_shared/strategy/feature_distill.yaml``)."""
     raw = dict(_raw(path))
     schema: Schema = {}
     for entry in raw.pop("defaults", None) or []:

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 
 from ssd.config.errors import ConfigError
+from ssd.models import ARCHITECTURES
+from ssd.strategies.base import NoisyImageModule
+from ssd.strategies.denoiser import TrainDenoiser, build_denoiser_from_cfg
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 #: classes of the datasets whose class count the config alone tells
@@ -121,8 +124,6 @@ Shapes = dict[str, tuple[int, ...]]
 
 
 def _classifier_shapes(arch: str, num_classes: int) -> Shapes:
-    from ssd.models import ARCHITECTURES
-
     with torch.device("meta"):
         backbone = ARCHITECTURES[arch].build(num_classes)
     shapes = {f"backbone.{k}": tuple(v.shape) for k, v in backbone.state_dict().items()}
@@ -147,8 +148,6 @@ def _num_classes(found: Shapes, loose: set[str]) -> int | None:
 
 def _identify(found: Shapes) -> str:
     """The name of the classifier architecture ``found`` is, else a short description."""
-    from ssd.models import ARCHITECTURES
-
     for arch in ARCHITECTURES:
         loose = _class_dependent(arch)
         if _matches(found, _classifier_shapes(arch, 10), loose):
@@ -186,8 +185,6 @@ def check_checkpoint(path: Any, key: str, cfg: Mapping[str, Any]) -> None:
                 f"data={cfg['data'].get('name')} has {want}; must be weights for {want} classes"
             )
     elif kind == "denoiser":
-        from ssd.strategies.denoiser import build_denoiser_from_cfg
-
         with torch.device("meta"):
             net = build_denoiser_from_cfg(cfg)
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -202,9 +199,6 @@ def check_checkpoint(path: Any, key: str, cfg: Mapping[str, Any]) -> None:
 def network_kind(cfg: Mapping[str, Any]) -> str | None:
     """``classifier`` or ``denoiser``: what the stage of ``cfg`` trains (None: a composite network)."""
     from hydra.utils import get_class
-
-    from ssd.strategies.base import NoisyImageModule
-    from ssd.strategies.denoiser import TrainDenoiser
 
     cls = get_class(cfg["strategy"]["_target_"])
     if issubclass(cls, TrainDenoiser):

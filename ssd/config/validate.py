@@ -33,6 +33,10 @@ from ssd.config.checks import (
 from ssd.config.errors import ConfigError
 from ssd.config.keys import check_unknown_keys
 from ssd.config.resources import check_checkpoint, check_devices, check_writable
+from ssd.data.cifar import VARIANTS
+from ssd.data.splits import val_count
+from ssd.models import ARCHITECTURES
+from ssd.noise import build_noise
 from ssd.paths import conf_dir
 from ssd.stages import stage_config
 from ssd.strategies.optim import check_optim_section
@@ -56,8 +60,6 @@ __all__ = [
 
 
 def _check_noise(cfg: Mapping[str, Any]) -> None:
-    from ssd.noise import build_noise
-
     for key, value in cfg["noise"].items():
         if is_number(value):
             require(math.isfinite(value), f"noise.{key}", value, "must be a finite number")
@@ -98,8 +100,6 @@ def _check_data(cfg: Mapping[str, Any]) -> None:
         workers = data["num_workers"]
         require(is_int(workers) and workers >= 0, "data.num_workers", workers, "must be an integer >= 0")
     if "variant" in data:
-        from ssd.data.cifar import VARIANTS
-
         require_choice(cfg, "data.variant", VARIANTS)
     n_train = data.get("limit_train") if data.get("limit_train") is not None else data.get("train")
     if is_int(n_train) and n_train > 0:  # the training set's size (or a bound on it) is in the config
@@ -112,8 +112,6 @@ def check_batch_fits(cfg: Mapping[str, Any], n_images: int, source: str = "the t
     A larger batch would silently become one short step per epoch. ``n_images``: the images
     before the validation split (a datamodule's train + val sizes, or a config bound on them).
     """
-    from ssd.data.splits import val_count
-
     data = cfg["data"]
     try:
         n_val = val_count(n_images, data.get("val_size", 0) or 0)
@@ -138,8 +136,6 @@ def _check_paths(cfg: Mapping[str, Any]) -> None:
 
 
 def _check_model(cfg: Mapping[str, Any]) -> None:
-    from ssd.models import ARCHITECTURES
-
     require_choice(cfg, "model.arch", ARCHITECTURES)
 
 
@@ -186,21 +182,21 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
 
 
 def _strategy_names() -> list[str]:
-    """The runnable strategies in ssd's ``conf/strategy`` (not the shared parts under ``base/``)."""
+    """The runnable strategies in ssd's ``conf/strategy`` (shared parts live in ``conf/_shared/strategy``)."""
     return sorted(p.stem for p in (conf_dir() / "strategy").glob("*.yaml"))
 
 
 def _check_strategy(cfg: Mapping[str, Any]) -> type:
     """The strategy's class, then its whole check (``NoisyImageModule.check``: own keys, stages, both)."""
-    scfg = cfg["strategy"]
+    strategy_cfg = cfg["strategy"]
     require(
-        "_target_" in scfg,
+        "_target_" in strategy_cfg,
         "strategy",
-        scfg.get("name"),
-        "a part shared by strategies (conf/strategy/base/) is not a strategy; must be one of "
+        strategy_cfg.get("name"),
+        "a strategy config needs a _target_ (the class that trains it); must be one of "
         + ", ".join(_strategy_names()),
     )
-    target = scfg["_target_"]
+    target = strategy_cfg["_target_"]
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - hydra raises several types here
@@ -235,7 +231,7 @@ def _check_stage(cfg: Mapping[str, Any], cls: type, role: str) -> dict[str, Any]
     # the strategy's own view of the section (e.g. generation k's teacher is generation k-1)
     section = cls.role_config(cfg, role)
     try:
-        # init_from and eval_only are the main stage's (ssd.train applies them to it alone)
+        # init_from and eval_only are the main stage's (ssd.fit applies them to it alone)
         sub = {**stage_config(cfg, section), "init_from": None, "eval_only": False}
         validate(sub)
     except FileNotFoundError:

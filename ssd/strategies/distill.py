@@ -84,30 +84,30 @@ class Distillation(NoisyImageModule):
         frozen: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__(cfg, data_info, frozen)
-        scfg = cfg["strategy"]
-        self.teacher_input = str(scfg["teacher_input"])
+        strategy_cfg = cfg["strategy"]
+        self.teacher_input = str(strategy_cfg["teacher_input"])
         teacher = _unwrapped(self.attach_teacher())
-        self.tap_names = resolve_taps(scfg["taps"], self.net.taps)
+        self.tap_names = resolve_taps(strategy_cfg["taps"], self.net.taps)
         resolve_taps(self.tap_names, teacher.taps)  # the teacher must have them too
         image = (len(data_info["mean"]), int(data_info["image_size"]), int(data_info["image_size"]))
         needed = match_taps(
             tap_shapes(self.net, self.tap_names, image),
             tap_shapes(teacher, self.tap_names, image),
-            bool(scfg["adapter"]),
+            bool(strategy_cfg["adapter"]),
         )
         #: learned 1x1 convolutions student -> teacher channels, only for taps whose widths differ
         self.adapters = nn.ModuleDict(
             {name: nn.Conv2d(cs, ct, kernel_size=1, bias=False) for name, (cs, ct) in needed.items()}
         )
-        kd = scfg["logit_kd"]
+        kd = strategy_cfg["logit_kd"]
         self.distill_loss = DistillationLoss(
             self.tap_names,
-            feature_loss=scfg["feature_loss"],
-            weight=float(scfg["lambda"]),
-            tap_weights=scfg["tap_weights"],
+            feature_loss=strategy_cfg["feature_loss"],
+            weight=float(strategy_cfg["lambda"]),
+            tap_weights=strategy_cfg["tap_weights"],
             kd_weight=float(kd["weight"]),
             kd_temperature=float(kd["temperature"]),
-            fused=bool(scfg["fused_feature_loss"]),
+            fused=bool(strategy_cfg["fused_feature_loss"]),
         )
         self._student_taps: FeatureTaps | None = None
         self._teacher_taps: FeatureTaps | None = None
@@ -136,12 +136,12 @@ class Distillation(NoisyImageModule):
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
         """The keys of the student step every distillation strategy shares (taps: of the student's architecture)."""
         super().check_config(cfg)
-        scfg = cfg["strategy"]
+        strategy_cfg = cfg["strategy"]
         require_choice(cfg, "strategy.teacher_input", TEACHER_INPUTS)
         require_number(cfg, "strategy.lambda", low=0)
         require_choice(cfg, "strategy.feature_loss", FEATURE_LOSSES)
         require_number(cfg, "strategy.logit_kd.weight", low=0)
-        temperature = scfg["logit_kd"]["temperature"]
+        temperature = strategy_cfg["logit_kd"]["temperature"]
         require(
             is_number(temperature) and temperature > 0,
             "strategy.logit_kd.temperature",
@@ -150,7 +150,7 @@ class Distillation(NoisyImageModule):
         )
         for flag in ("adapter", "fused_feature_loss"):
             require_bool(cfg, f"strategy.{flag}")
-        taps = scfg["taps"]
+        taps = strategy_cfg["taps"]
         require(
             isinstance(taps, str) or (isinstance(taps, list) and all(isinstance(t, str) for t in taps)),
             "strategy.taps",
@@ -159,12 +159,12 @@ class Distillation(NoisyImageModule):
         )
         names = cls.tap_names_of(cfg, cfg["model"]["arch"], "student")
         require(
-            bool(names) or scfg["logit_kd"]["weight"] > 0,
+            bool(names) or strategy_cfg["logit_kd"]["weight"] > 0,
             "strategy.taps",
             taps,
             "must name at least one tap unless strategy.logit_kd.weight > 0",
         )
-        tap_weights = scfg["tap_weights"]
+        tap_weights = strategy_cfg["tap_weights"]
         require(
             tap_weights is None
             or (
@@ -274,10 +274,10 @@ class FeatureDistillation(Distillation):
         frozen: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__(cfg, data_info, frozen)
-        scfg = cfg["strategy"]
-        self.fold_teacher_bn = bool(scfg["fold_teacher_bn"])
+        strategy_cfg = cfg["strategy"]
+        self.fold_teacher_bn = bool(strategy_cfg["fold_teacher_bn"])
         self._folded: FoldedBatchNorm | None = None
-        if scfg["init_from_teacher"]:
+        if strategy_cfg["init_from_teacher"]:
             try:
                 self.net.load_state_dict(_unwrapped(self.teacher).state_dict())
             except RuntimeError as err:

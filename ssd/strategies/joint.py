@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssd.config.checks import is_number, require, require_bool, require_number
-from ssd.strategies.denoise import DenoiserPipelineModule, DenoiseThenClassify
+from ssd.strategies.denoise_classify import ClassifyDenoised, DenoiseThenClassify
 from ssd.strategies.denoiser import check_denoiser_config
 
 
-class Joint(DenoiserPipelineModule):
+class Joint(ClassifyDenoised):
     requires: ClassVar[tuple[str, ...]] = ("denoiser", "classifier")
 
     @classmethod

@@ -62,9 +62,9 @@ class OnlineDistillation(Distillation):
     """Student ``self.net`` distilled from ``self.ema``, the exponential moving average of its own weights."""
 
     def attach_teacher(self) -> nn.Module:
-        scfg = self.cfg["strategy"]
-        self.ema_decay = float(scfg["ema_decay"])
-        self.warmup_epochs = float(scfg["warmup_epochs"])
+        strategy_cfg = self.cfg["strategy"]
+        self.ema_decay = float(strategy_cfg["ema_decay"])
+        self.warmup_epochs = float(strategy_cfg["warmup_epochs"])
         self.warmup_steps: int | None = None  # set when a fit starts
         #: the teacher: the student's initial weights, then their EMA (saved in checkpoints, unlike frozen stages)
         self.ema = copy.deepcopy(_unwrapped(self.net)).eval().requires_grad_(False)

@@ -48,15 +48,15 @@ def _configured_teacher(name: str) -> str | None:
 
 def role_config(cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
     """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage for this config."""
-    scfg = cfg["strategy"]
-    section = dict(scfg[role])
+    strategy_cfg = cfg["strategy"]
+    section = dict(strategy_cfg[role])
     if role != "teacher":
         return section
-    generations = scfg["generations"]
+    generations = strategy_cfg["generations"]
     if generations > 1:
-        previous = {**scfg, "generations": generations - 1}
-        return {"strategy": scfg["name"], "ckpt": None, "overrides": {"strategy": previous}}
-    sigma = scfg["teacher_sigma"]
+        previous = {**strategy_cfg, "generations": generations - 1}
+        return {"strategy": strategy_cfg["name"], "ckpt": None, "overrides": {"strategy": previous}}
+    sigma = strategy_cfg["teacher_sigma"]
     if sigma is not None:
         merged = OmegaConf.merge(section.get("overrides") or {}, {"noise": {"sigma": sigma}})
         section["overrides"] = OmegaConf.to_container(merged)
@@ -69,17 +69,17 @@ def method_label(cfg: Mapping[str, Any]) -> str:
     Every way the teacher differs from the strategy's default is in the label, so a report
     never mixes a teacher ablation into the plain method's row.
     """
-    scfg = cfg["strategy"]
-    name, teacher_input = str(scfg["name"]), str(scfg["teacher_input"])
+    strategy_cfg = cfg["strategy"]
+    name, teacher_input = str(strategy_cfg["name"]), str(strategy_cfg["teacher_input"])
     label = name if (name, teacher_input) == ("student_teacher", "clean") else f"{name}:{teacher_input}"
-    if scfg["generations"] > 1:
-        label += f":gen{scfg['generations']}"
-    teacher = scfg["teacher"]
+    if strategy_cfg["generations"] > 1:
+        label += f":gen{strategy_cfg['generations']}"
+    teacher = strategy_cfg["teacher"]
     default = _configured_teacher(name)
     if default is not None and teacher["strategy"] != default:
         label += f":teacher={teacher['strategy']}"
-    if scfg["teacher_sigma"] is not None:
-        label += f":teacher_sigma={scfg['teacher_sigma']:g}"
+    if strategy_cfg["teacher_sigma"] is not None:
+        label += f":teacher_sigma={strategy_cfg['teacher_sigma']:g}"
     if teacher.get("overrides"):  # a stage section may leave out ckpt and overrides
         label += f":teacher[{','.join(_flat(teacher['overrides']))}]"
     return label
@@ -87,7 +87,7 @@ def method_label(cfg: Mapping[str, Any]) -> str:
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """``generations`` and ``teacher_sigma``: what ``role_config`` derives the teacher stage from."""
-    scfg = cfg["strategy"]
+    strategy_cfg = cfg["strategy"]
     generations = get_key(cfg, "strategy.generations")
     require(
         is_int(generations) and generations >= 1,
@@ -97,9 +97,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     )
     if generations > 1:
         require(
-            _configured_teacher(scfg["name"]) is not None,
+            _configured_teacher(strategy_cfg["name"]) is not None,
             "strategy.name",
-            scfg["name"],
+            strategy_cfg["name"],
             "must name a conf/strategy/*.yaml when strategy.generations > 1 (earlier generations are built from it)",
         )
     sigma = get_key(cfg, "strategy.teacher_sigma")
@@ -113,7 +113,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         f"needs a noise model with a sigma (noise={cfg['noise']['name']}); "
         "use strategy.teacher.overrides={noise: {...}} for its own level",
     )
-    teacher = scfg["teacher"]
+    teacher = strategy_cfg["teacher"]
     overrides = teacher.get("overrides") if isinstance(teacher, Mapping) else None  # checked with the stage
     require(
         not isinstance(overrides, Mapping) or "sigma" not in (overrides.get("noise") or {}),

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 import torch
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
 from ssd.pipeline import build_datamodule
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.clean import Clean
@@ -59,7 +61,7 @@ def test_self_distill_and_student_teacher_share_one_base_and_differ_in_three_val
     differ = {k for k in sd.keys() | st.keys() if sd.get(k) != st.get(k)}
     assert differ == {"name", "teacher", "teacher_input"}
     assert {k for k in sd["teacher"] if sd["teacher"][k] != st["teacher"][k]} == {"strategy"}
-    assert sd["lambda"] == 0.1 and sd["generations"] == 1  # from conf/strategy/base/, once
+    assert sd["lambda"] == 0.1 and sd["generations"] == 1  # from conf/_shared/strategy/, once
     online = OmegaConf.to_container(compose_cfg(["strategy=online_distill"]).strategy)
     assert {k: online[k] for k in ("taps", "lambda", "logit_kd", "adapter")} == {
         k: sd[k] for k in ("taps", "lambda", "logit_kd", "adapter")
@@ -68,9 +70,10 @@ def test_self_distill_and_student_teacher_share_one_base_and_differ_in_three_val
         validate(compose_cfg([*TINY, f"strategy={name}"]))  # the unknown-key check knows the base's keys
 
 
-@pytest.mark.parametrize("part", ["base/feature_distill", "base/distill"])
+@pytest.mark.parametrize("part", ["feature_distill", "distill"])
 def test_a_shared_part_is_not_a_strategy(part: str) -> None:
-    with pytest.raises(ConfigError, match=rf"strategy='{part}' is not allowed: a part shared by strategies"):
-        validate(compose_cfg([*TINY, f"strategy={part}"]))
-    with pytest.raises(ConfigError, match=r"stage teacher \(strategy.teacher\): strategy='base/"):
+    """Shared parts live outside the strategy group (conf/_shared/strategy): not selectable as a strategy."""
+    with pytest.raises(MissingConfigException, match=rf"strategy/{part}"):
+        compose_cfg([*TINY, f"strategy={part}"])
+    with pytest.raises(ConfigError, match=rf"strategy.teacher.strategy='{part}' is not allowed: must name"):
         validate(compose_cfg([*TINY, "strategy=self_distill", f"strategy.teacher.strategy={part}"]))

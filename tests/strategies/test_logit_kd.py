@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ssd.config import ConfigError, validate
+from ssd.config import ConfigError
+from ssd.config.validate import validate
 from ssd.pipeline import build_datamodule
-from ssd.run import train
+from ssd.run import run_config
 from ssd.stages import stage_config
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.losses import logit_kd
@@ -95,7 +96,7 @@ def test_loss_is_cross_entropy_plus_hinton_kd_on_the_noisy_image() -> None:
 
 
 def test_end_to_end_the_teacher_stage_then_the_student(tmp_path: Path) -> None:
-    results = train(logit_kd_cfg(tmp_path=tmp_path), tmp_path / "run", "g")
+    results = run_config(logit_kd_cfg(tmp_path=tmp_path), tmp_path / "run", "g")
     assert results["status"] == "complete" and results["strategy"] == "logit_kd"
     assert results["method"] == "logit_kd"
     teacher, main = results["stages"]["teacher"], results["stages"]["main"]

@@ -1,6 +1,6 @@
 """Train and test one stage: config -> Trainer -> fit -> test -> metrics.
 
-``train_stage`` is what every stage of every pipeline goes through, so checkpointing,
+``fit_stage`` is what every stage of every pipeline goes through, so checkpointing,
 resuming, precision, throughput and the test protocol are the same for all strategies.
 """
 
@@ -118,7 +118,7 @@ def build_trainer(
     )
 
 
-def train_stage(
+def fit_stage(
     cfg: Mapping[str, Any],
     stage: str,
     stage_dir: Path,

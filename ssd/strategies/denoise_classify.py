@@ -43,7 +43,7 @@ class DenoiseThenClassify(nn.Module):
         return self.classifier(self.denoiser(x))
 
 
-class DenoiserPipelineModule(NoisyImageModule):
+class ClassifyDenoised(NoisyImageModule):
     """Shared by ``denoise`` and ``joint``: ``self.net`` is a ``DenoiseThenClassify``.
 
     Adds the denoiser's image metrics and grid to the common test, and keeps the parts of
@@ -97,7 +97,7 @@ class DenoiserPipelineModule(NoisyImageModule):
             )
 
 
-class Denoise(DenoiserPipelineModule):
+class Denoise(ClassifyDenoised):
     @classmethod
     def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
         return ("denoiser", "classifier") if cfg["strategy"]["classifier_mode"] == "frozen" else ("denoiser",)
