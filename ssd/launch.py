@@ -18,8 +18,6 @@ in this process; ``ddp_spawn`` too (Lightning spawns those from an already resol
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -35,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssd.config.errors import ConfigError
 from ssd.console import route_rank_logs
 from ssd.dist import agree_on_run_dir, launch_rank, launch_world_size
-from ssd.results import read_complete_results, read_json
+from ssd.results import json_digest, read_complete_results, read_json
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +97,7 @@ def externally_launched() -> bool:
 def config_digest(cfg: DictConfig | Mapping[str, Any]) -> str:
     """A hash of the resolved job config: every rank must compute the same one."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(container)
 
 
 def hydra_quote(value: str) -> str:

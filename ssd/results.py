@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -101,3 +102,8 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def json_digest(obj: Any, length: int = 16) -> str:
+    """A short sha256 of ``obj`` as canonical JSON (sorted keys): equal configs give equal digests."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]

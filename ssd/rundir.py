@@ -9,8 +9,6 @@ over instead, after moving the earlier run aside and marking its result ``supers
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -21,7 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssd.config.errors import ConfigError
-from ssd.results import read_json, write_json_atomic
+from ssd.results import json_digest, read_json, write_json_atomic
 
 log = logging.getLogger("ssd")
 
@@ -58,7 +56,7 @@ def run_identity(container: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_digest(identity: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(identity)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

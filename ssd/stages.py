@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from torch import nn
 
 from ssd.config.errors import ConfigError
 from ssd.paths import conf_dir
-from ssd.results import package_versions
+from ssd.results import json_digest, package_versions
 from ssd.seeding import stage_identity, stage_seed
 from ssd.strategies.base import NoisyImageModule
 
@@ -146,8 +144,7 @@ def stage_key(
         "versions": {k: versions[k] for k in ("ssd", "torch", "lightning")},
     }
     payload.update({section: cfg[section] for section in cls.config_sections})  # e.g. the denoiser network
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return json_digest(payload, length=20)
 
 
 def entry_name(cfg: Mapping[str, Any], key: str) -> str:
