@@ -5,7 +5,8 @@
 # Methods (one row each in the report):
 #   clean (reference), vanilla, self_distill teacher_input=same and =independent (SSD),
 #   student_teacher (STL), denoise with target=clean and =noise2noise (g trained on D(x~)), joint
-#   BEYOND=1 adds online_distill and self_distill generations=2,3 (born-again), at BEYOND_SIGMAS
+#   BEYOND=1 adds online_distill and self_distill generations=2,3 (born-again), at BEYOND_SIGMAS;
+#   BEYOND=only runs just those
 # Order: sigma by sigma (SIGMAS), and within a sigma method group by method group, seeds
 # interleaved: SHARDS processes (one thread each) take the next unclaimed (sigma, group, seed)
 # task, so the first sigma's table is complete first. Clean classifiers, denoisers and teachers
@@ -19,7 +20,7 @@
 #       '~data.limit_train' trainer.max_epochs=1                          # seconds: the plumbing
 #
 # Env: SWEEP (default cpu_fidelity), SIGMAS ("0.2 0.5 0.1 0.3"), SEEDS ("0 1 2"), SHARDS (one per
-# core), BEYOND (0), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python).
+# core), BEYOND (0 | 1 | only), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python).
 # Extra arguments are Hydra overrides for every job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +53,9 @@ BEYOND_GROUPS=(
 
 tasks=()  # "sigma|seed|group"
 for sigma in "${SIGMAS[@]}"; do
-  groups=("${GROUPS_OF_CELL[@]}")
-  if [[ "$BEYOND" == 1 && "$BEYOND_SIGMAS" == *" $sigma "* ]]; then groups+=("${BEYOND_GROUPS[@]}"); fi
+  groups=()
+  if [[ "$BEYOND" != only ]]; then groups+=("${GROUPS_OF_CELL[@]}"); fi
+  if [[ "$BEYOND" != 0 && "$BEYOND_SIGMAS" == *" $sigma "* ]]; then groups+=("${BEYOND_GROUPS[@]}"); fi
   for group in "${groups[@]}"; do for seed in "${SEEDS[@]}"; do tasks+=("$sigma|$seed|$group"); done; done
 done
 
