@@ -648,3 +648,28 @@ def test_data_modules_are_small_and_share_no_private_names() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssd.data"):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, f"{path.relative_to(REPO)} imports {private} from {node.module}"
+
+
+def test_the_downloaded_subset_is_the_offline_subsets_definition() -> None:
+    """variant=subset after a download: the first 1017 images of each official batch (cifar10_subset.npz)."""
+    from ssd.data.cifar import official_subset
+
+    full = {
+        "x_train": np.arange(50_000, dtype=np.int64)[:, None],
+        "y_train": np.arange(50_000) % 10,
+        "x_test": np.arange(10_000, dtype=np.int64)[:, None],
+        "y_test": np.arange(10_000) % 10,
+    }
+    sub = official_subset(full)
+    assert len(sub["x_train"]) == 5 * 1017 and len(sub["x_test"]) == 1017
+    assert sub["x_train"][1017, 0] == 10_000 and sub["x_train"][-1, 0] == 40_000 + 1016
+    assert np.array_equal(sub["x_test"][:, 0], np.arange(1017))
+
+
+def test_no_data_offline_says_what_to_place_where(tmp_path: Path) -> None:
+    from ssd.data.cifar import load_cifar_arrays
+
+    with pytest.raises(FileNotFoundError) as err:
+        load_cifar_arrays("cifar10", tmp_path, download=False, variant="subset")
+    text = str(err.value)
+    assert str(tmp_path / "cifar10_subset.npz") in text and "data.download=true" in text

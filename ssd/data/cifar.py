@@ -202,25 +202,53 @@ def load_cifar_arrays(
 
     looked = "\n".join(f"  - {kind}: {path}" for kind, path, _ in candidates)
     broken = "".join(f"\n  (unusable: {s})" for s in skipped)
-    if variant == "subset":
-        why = " (variant=subset cannot be downloaded)"
-    else:
-        why = "" if download else " (data.download=false)"
     message = (
-        f"No {name} data found under data.root={root} (variant={variant}){why}. Looked for:\n"
-        f"{looked}{broken}\n"
-        f"Fix: point data.root or the {ENV_VAR} environment variable at a folder holding one of these "
-        f"(e.g. {ENV_VAR}=/path/to/shared/data), or set data.download=true on a machine with internet."
+        f"No {name} data found under data.root={root} (variant={variant}). Looked for:\n{looked}{broken}\n"
+        f"Fix: put one of these there, or point data.root / {ENV_VAR} at a folder that has one "
+        f"(e.g. {ENV_VAR}=/path/to/shared/data). "
+        + (
+            f"On a machine with internet ssd downloads {name} itself (data.download=true, the default)"
+            + (f" and takes the {SUBSET_PER_BATCH}-per-batch subset from it" if variant == "subset" else "")
+            + "."
+            if download
+            else "Or set data.download=true on a machine with internet."
+        )
     )
-    if not download or variant == "subset":
+    if not download:
         raise FileNotFoundError(message)
     log.info("no local %s under %s; downloading with torchvision", name, root)
     try:
         _download(name, root)
         arrays = validate_arrays(_read_torchvision(name, root), num_classes, str(root / CIFAR_TV_DIRS[name]))
     except Exception as e:  # offline machine, read-only root, ...: keep the one clear message
-        raise FileNotFoundError(f"{message}\nThe torchvision download failed: {type(e).__name__}: {e}") from e
-    return arrays, _describe(name, "torchvision download", root / CIFAR_TV_DIRS[name], arrays)
+        raise FileNotFoundError(
+            f"{message}\nThe download failed (no internet?): {type(e).__name__}: {e}"
+        ) from e
+    kind = "torchvision download"
+    if variant == "subset":
+        arrays, kind = (
+            official_subset(arrays),
+            f"torchvision download, first {SUBSET_PER_BATCH} of each batch",
+        )
+    return arrays, _describe(name, kind, root / CIFAR_TV_DIRS[name], arrays)
+
+
+#: images per official batch in the CIFAR subset (``cifar10_subset.npz``: 5 x 1017 train, 1017 test)
+SUBSET_PER_BATCH = 1017
+OFFICIAL_BATCH = 10_000
+
+
+def official_subset(arrays: Arrays, per_batch: int = SUBSET_PER_BATCH) -> Arrays:
+    """The subset as the offline ``cifar10_subset.npz`` defines it: the first ``per_batch`` images of
+    each official training batch (10,000 images each, in order) and of the test batch."""
+    n_batches = len(arrays["y_train"]) // OFFICIAL_BATCH
+    train = [slice(b * OFFICIAL_BATCH, b * OFFICIAL_BATCH + per_batch) for b in range(n_batches)]
+    return {
+        "x_train": np.concatenate([arrays["x_train"][s] for s in train]),
+        "y_train": np.concatenate([arrays["y_train"][s] for s in train]),
+        "x_test": arrays["x_test"][:per_batch],
+        "y_test": arrays["y_test"][:per_batch],
+    }
 
 
 def _download(name: str, root: Path) -> None:
