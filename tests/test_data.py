@@ -401,8 +401,17 @@ def test_download_is_used_only_when_allowed(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     a, src = load_cifar_arrays("cifar10", tmp_path, download=True)
     assert "download" in src and len(a["y_train"]) == 10 and True in calls
-    with pytest.raises(FileNotFoundError, match="subset"):
-        load_cifar_arrays("cifar10", tmp_path, download=True, variant="subset")
+
+    class FullCIFAR10:  # two official training batches are enough to check the cut
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            n = 20_000 if train else 10_000
+            self.data = np.zeros((n, 32, 32, 3), np.uint8)
+            self.targets = [i % 10 for i in range(n)]
+
+    # variant=subset with internet: the download, cut as the offline subset is (first 1017 of each batch)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FullCIFAR10)
+    a, src = load_cifar_arrays("cifar10", tmp_path / "sub", download=True, variant="subset")
+    assert "first 1017 of each batch" in src and len(a["y_train"]) == 2 * 1017 and len(a["y_test"]) == 1017
 
     class OfflineCIFAR10:
         def __init__(self, root: str, train: bool, download: bool) -> None:
