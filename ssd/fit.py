@@ -28,7 +28,6 @@ from ssd.callbacks import (
 )
 from ssd.console import OneLineSummary, StageRichBar, StageTQDMBar
 from ssd.console import setup as setup_console
-from ssd.hardware import resolve_channels_last, resolve_precision  # noqa: F401 (re-exported)
 from ssd.loggers import build_logger, finish_logger
 from ssd.stages import load_net_weights, stage_seed, strategy_class
 from ssd.strategies.base import NoisyImageModule

@@ -152,8 +152,7 @@ class Pipeline:
             return
         meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
         meta.update({k: result.get(k) for k in CACHED_FIELDS if k in result})
-        publish = getattr(self.cache, "try_publish", self.cache.publish)
-        publish(name, stage_dir / "net.pt", meta)
+        self.cache.try_publish(name, stage_dir / "net.pt", meta)
 
     def stage(
         self, role: str, cfg: Mapping[str, Any], stage_dir: Path, ckpt: str | None = None, main: bool = False

@@ -27,7 +27,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssd.config import ConfigError
-from ssd.config.validate import check_writable, validate
+from ssd.config.resources import check_writable
+from ssd.config.validate import validate
 from ssd.console import setup as setup_console
 from ssd.dist import is_launch_rank_zero
 from ssd.hardware import resolve_channels_last, resolve_precision

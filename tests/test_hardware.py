@@ -101,7 +101,7 @@ def test_describe_hardware_on_cpu(monkeypatch):
 
 def test_describe_hardware_resolves_auto_precision(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    from ssd.fit import resolve_precision
+    from ssd.hardware import resolve_precision
 
     info = describe_hardware("auto", "cpu")
     assert info["precision"] == resolve_precision("auto", "cpu") != "auto"

@@ -97,13 +97,6 @@ def row_config(name: str, settings: BenchSettings, device: torch.device) -> tupl
     return cfg, list(variant)
 
 
-def role_section(cfg: Mapping[str, Any], role: str) -> Mapping[str, Any]:
-    """The ``{strategy, ckpt, overrides}`` section that builds ``role``'s stage (the strategy may derive it)."""
-    cls = strategy_class(cfg)
-    derive = getattr(cls, "role_config", None)
-    return derive(cfg, role) if derive is not None else cfg["strategy"][role]
-
-
 def build_frozen(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> dict[str, nn.Module]:
     """The networks of the stages ``cfg``'s strategy requires, with random weights.
 
@@ -111,7 +104,7 @@ def build_frozen(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> dict[s
     """
     frozen: dict[str, nn.Module] = {}
     for role in strategy_class(cfg).required_roles(cfg):
-        stage_cfg = stage_config(cfg, role_section(cfg, role))
+        stage_cfg = stage_config(cfg, strategy_class(cfg).role_config(cfg, role))
         frozen[role] = build_module(stage_cfg, data_info, build_frozen(stage_cfg, data_info)).net
     return frozen
 
@@ -119,7 +112,8 @@ def build_frozen(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> dict[s
 def frozen_stages(cfg: Mapping[str, Any]) -> dict[str, str]:
     """``{role: strategy}`` of the stages this row's strategy requires (for the table)."""
     return {
-        role: str(role_section(cfg, role)["strategy"]) for role in strategy_class(cfg).required_roles(cfg)
+        role: str(strategy_class(cfg).role_config(cfg, role)["strategy"])
+        for role in strategy_class(cfg).required_roles(cfg)
     }
 
 

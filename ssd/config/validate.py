@@ -26,7 +26,6 @@ from ssd.config.checks import (
     require,
     require_bool,
     require_choice,
-    require_number,
     require_optional_positive_int,
     require_positive_int,
 )
@@ -46,17 +45,7 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "6
 TRAINER_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
 CACHE_LOCKS = ("file", "soft")
 
-# the generic helpers live in ssd.config.checks (a low layer); importable from here as before
-__all__ = [
-    "check_batch_fits",
-    "require",
-    "require_bool",
-    "require_choice",
-    "require_number",
-    "require_optional_positive_int",
-    "require_positive_int",
-    "validate",
-]
+__all__ = ["check_batch_fits", "validate"]  # the require* helpers are ssd.config.checks
 
 
 def _check_noise(cfg: Mapping[str, Any]) -> None:
