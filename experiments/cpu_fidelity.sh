@@ -16,11 +16,12 @@
 #
 #   bash experiments/cpu_fidelity.sh                                   # everything (~3 h, idle 2 cores)
 #   SIGMAS="0.2 0.5" BEYOND=1 bash experiments/cpu_fidelity.sh         # two sigmas + online/generations
-#   SWEEP=smoke SIGMAS=0.2 SEEDS=0 bash experiments/cpu_fidelity.sh data=synthetic '~data.variant' \
-#       '~data.limit_train' trainer.max_epochs=1                          # seconds: the plumbing
+#   SWEEP=smoke SIGMAS=0.2 SEEDS=0 BEYOND=1 bash experiments/cpu_fidelity.sh data=synthetic '~data.variant' \
+#       '~data.limit_train' trainer.max_epochs=1 optim.optimizer.lr=0.01   # a minute: the plumbing
 #
 # Env: SWEEP (default cpu_fidelity), SIGMAS ("0.2 0.5 0.1 0.3"), SEEDS ("0 1 2"), SHARDS (one per
-# core), BEYOND (0 | 1 | only), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python).
+# core), BEYOND (0 | 1 | only), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python),
+# REPORT_OUT (default: the sweep folder's report/).
 # Extra arguments are Hydra overrides for every job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,5 +84,13 @@ rm -rf "$CLAIMS"
 wall=$(( $(date +%s) - start ))
 echo "cpu_fidelity: sweep finished in $wall s ($(( wall / 60 )) min) with $SHARDS shard(s)" | tee "$SWEEP_DIR/wall_time.txt"
 
-"$PY" -m ssd.report "$SWEEP_DIR" --out "$SWEEP_DIR/report" > /dev/null
-echo "cpu_fidelity: report in $SWEEP_DIR/report/report.md"
+# the README's table: SSD (both teacher inputs) against each baseline, the beyond rows against SSD
+REPORT_OUT=${REPORT_OUT:-$SWEEP_DIR/report}
+CONTRASTS=()
+for ssd in self_distill:same self_distill:independent; do
+  for base in vanilla student_teacher 'denoise:*' joint; do CONTRASTS+=(--compare "$ssd" "$base"); done
+done
+CONTRASTS+=(--compare 'online_distill:*' self_distill:same --compare 'online_distill:*' vanilla
+            --compare 'self_distill:same:gen*' self_distill:same)
+"$PY" -m ssd.report "$SWEEP_DIR" --out "$REPORT_OUT" "${CONTRASTS[@]}" > /dev/null
+echo "cpu_fidelity: report in $REPORT_OUT/report.md"

@@ -9,6 +9,7 @@ over instead, after moving the earlier run aside and marking its result ``supers
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import time
@@ -22,6 +23,24 @@ from ssd.config.errors import ConfigError
 from ssd.results import json_digest, read_json, write_json_atomic
 
 log = logging.getLogger("ssd")
+
+#: bytes of a sweep job's folder name; file systems refuse a path component over 255
+JOB_FOLDER_MAX = 200
+
+
+def job_folder_name(override_dirname: str, limit: int = JOB_FOLDER_MAX) -> str:
+    """A sweep job's folder (``hydra.sweep.subdir``): its overrides as Hydra joins them, cut to ``limit``
+    bytes plus a hash of the whole where they are longer, so a job with many overrides still gets a
+    folder, a distinct one, and the same one when the sweep is re-run to resume."""
+    raw = override_dirname.encode()
+    if len(raw) <= limit:
+        return override_dirname
+    digest = hashlib.sha1(raw).hexdigest()[:12]
+    head = raw[: limit - len(digest) - 1].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+OmegaConf.register_new_resolver("ssd.job_folder", job_folder_name, replace=True)
 
 #: keys that say how a run is launched or logged, not what it computes (dotted; a section drops whole)
 LAUNCH_ONLY = (

@@ -48,6 +48,12 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("precision", ["32", "16", "64", "bf16-mixed", "32-true"])
+def test_lightning_precision_names_pass_also_as_bare_numbers(precision: str) -> None:
+    """``trainer.precision=32`` reaches the config as the int 32 (Hydra parses it); Lightning takes it."""
+    validate(compose_cfg([f"trainer.precision={precision}"]))
+
+
 def test_batch_size_must_split_over_devices() -> None:
     cfg = compose_cfg(["trainer.devices=3", "data.batch_size=128"])
     with pytest.raises(ConfigError, match="divisible"):

@@ -195,32 +195,31 @@ def test_report_of_real_runs(tmp_path: Path) -> None:
     assert (sweep / "report" / "accuracy_vs_noise.png").exists()
 
 
-@pytest.mark.slow
-def test_cpu_compare_script_end_to_end(tmp_path: Path) -> None:
-    """experiments/cpu_compare.sh on tiny synthetic data: two seed shards in parallel, then the report."""
+def run_sweep_script(script: str, tmp_path: Path, env: dict[str, str], args: list[str]) -> Path:
+    """Run ``experiments/<script>`` as a user would (sweep "smoke", outputs and cache under tmp_path) on
+    tiny synthetic data; return the sweep folder."""
     env = {
         **os.environ,
         "WANDB_MODE": "disabled",
         "SSD_LOG_DIR": str(tmp_path / "outputs"),
         "SSD_CACHE_DIR": str(tmp_path / "cache"),
         "SWEEP": "smoke",
-        "STRATEGIES": "vanilla,self_distill",
         "SEEDS": "0 1",
         "PY": sys.executable,
+        **env,
     }
-    args = ["data=synthetic", "~data.variant", "data.train=64", "data.test=32", "data.batch_size=16"]
-    args += ["trainer.max_epochs=1"]
-    proc = subprocess.run(
-        ["bash", "experiments/cpu_compare.sh", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    args = ["data=synthetic", "~data.variant", "data.train=64", "data.test=32", "data.batch_size=16", *args]
+    cmd = ["bash", f"experiments/{script}", "trainer.max_epochs=1", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sweep = tmp_path / "outputs" / "multiruns" / "smoke"
+    assert " failed (see " not in proc.stdout, proc.stdout  # a job that failed (cpu_fidelity.sh's line)
+    return tmp_path / "outputs" / "multiruns" / "smoke"
+
+
+@pytest.mark.slow
+def test_cpu_compare_script_end_to_end(tmp_path: Path) -> None:
+    """experiments/cpu_compare.sh on tiny synthetic data: two seed shards in parallel, then the report."""
+    sweep = run_sweep_script("cpu_compare.sh", tmp_path, {"STRATEGIES": "vanilla,self_distill"}, [])
     md = (sweep / "report" / "report.md").read_text()
     assert "16 complete runs, 0 failed or incomplete" in md
     for method in ("vanilla", "self_distill:same"):  # report rows are methods
@@ -230,6 +229,34 @@ def test_cpu_compare_script_end_to_end(tmp_path: Path) -> None:
     # the stage announcements: "[1/2] teacher vanilla (cache 56c8a1b2…)"
     teacher = re.findall(r"\] teacher vanilla \((\w+) ", logs)
     assert teacher == ["cache"] * 8  # every self_distill teacher is the matching vanilla run's network
+
+
+@pytest.mark.slow
+def test_cpu_fidelity_script_end_to_end(tmp_path: Path) -> None:
+    """experiments/cpu_fidelity.sh on tiny synthetic data: every method group and the beyond rows at one
+    sigma, then the README's report with its contrasts (SSD against each baseline, beyond rows against SSD).
+    Its job folder names pass 255 bytes (see test_sweep's job folder test)."""
+    env = {"SIGMAS": "0.2", "BEYOND": "1", "BEYOND_SIGMAS": "0.2"}
+    # lr 0.01: at lr 0.1 four steps leave BatchNorm statistics that make a generation-3 chain diverge
+    # (the cache then refuses the non-finite student, as it should)
+    sweep = run_sweep_script(
+        "cpu_fidelity.sh", tmp_path, env, ["~data.limit_train", "optim.optimizer.lr=0.01"]
+    )
+    md = (sweep / "report" / "report.md").read_text()
+    methods = ["clean", "vanilla", "self_distill:same", "self_distill:independent", "student_teacher"]
+    methods += ["denoise:clean", "denoise:noise2noise", "joint", "online_distill:same"]
+    methods += ["self_distill:same:gen2", "self_distill:same:gen3"]
+    for method in methods:
+        assert re.search(rf"^\| {re.escape(method)} \| .*\(n=2\) \|$", md, re.M), method
+    differences = {line.split(" | ")[0].lstrip("| ") for line in md.splitlines() if " − " in line}
+    for ssd in ("self_distill:same", "self_distill:independent"):
+        for base in ("vanilla", "student_teacher", "denoise:clean", "denoise:noise2noise", "joint"):
+            assert f"{ssd} − {base}" in differences
+    for beyond in ("online_distill:same − self_distill:same", "online_distill:same − vanilla"):
+        assert beyond in differences
+    assert "self_distill:same:gen3 − self_distill:same" in differences
+    assert "self_distill:same:gen2 − vanilla" not in differences  # only the contrasts the README names
+    assert (sweep / "wall_time.txt").read_text().startswith("cpu_fidelity: sweep finished in")
 
 
 # --------------------------------------------------------------------------- intervals, bootstrap, verdicts

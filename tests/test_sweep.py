@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ssd.results import read_json
+from ssd.rundir import JOB_FOLDER_MAX, job_folder_name
 from tests.helpers import ONE_THREAD, SMALL, TINY, compose_cfg, read_results, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -37,6 +38,33 @@ def test_job_folder_names_leave_out_the_progress_bar() -> None:
     """`trainer.enable_progress_bar=false` in a sweep (CI, clusters) names no folder."""
     cfg = compose_cfg(["trainer.enable_progress_bar=false", "seed=3"], return_hydra=True)
     assert cfg.hydra.job.override_dirname == "seed=3"
+
+
+def test_job_folders_fit_the_file_system_however_many_overrides() -> None:
+    """A file system refuses a path component over 255 bytes; a job with many overrides still gets a
+    folder: cut, with a hash of the whole so two such jobs never share one, the same on a rerun."""
+    short = compose_cfg(["seed=3"], return_hydra=True)
+    assert short.hydra.sweep.subdir == "seed=3"
+    many = [f"data.train={n}" for n in (64, 65)]
+    long = ["data=synthetic", "~data.variant", "data.test=32", "data.batch_size=16", "trainer.max_epochs=1"]
+    long += ["optim.optimizer.lr=0.01", "strategy=self_distill", "strategy.teacher_input=same"]
+    long += [
+        "strategy.generations=3",
+        "noise.sigma=0.2",
+        "experiment=cpu_fidelity",
+        "~data.limit_train",
+        "seed=1",
+    ]
+    names = [compose_cfg([*long, m], return_hydra=True).hydra.sweep.subdir for m in many]
+    assert (
+        len(compose_cfg([*long, many[0]], return_hydra=True).hydra.job.override_dirname) > 255
+    )  # as in the cpu_fidelity smoke test
+    assert all(len(n.encode()) <= JOB_FOLDER_MAX for n in names)
+    assert names[0] != names[1] and names[0].startswith("data.batch_size=16,")
+    assert names[0] == job_folder_name(
+        compose_cfg([*long, many[0]], return_hydra=True).hydra.job.override_dirname
+    )
+    assert job_folder_name("é" * 150, limit=50).count("~") == 1  # cut on a character boundary
 
 
 @pytest.mark.slow

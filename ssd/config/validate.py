@@ -41,7 +41,8 @@ from ssd.stages import stage_config
 from ssd.strategies.optim import check_optim_section
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+# Lightning's names; a bare 16/32/64 is an int once Hydra parses the command line
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "16", "bf16-true", "64-true", "64")
 TRAINER_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
 CACHE_LOCKS = ("file", "soft")
 
@@ -155,7 +156,13 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
         "must be an integer > 0 or 'auto'",
     )
     require_positive_int(cfg, "trainer.num_nodes")
-    require_choice(cfg, "trainer.precision", PRECISIONS)
+    precision = get_key(cfg, "trainer.precision")
+    require(
+        str(precision) in PRECISIONS,
+        "trainer.precision",
+        precision,
+        f"must be one of {', '.join(PRECISIONS)}",
+    )
     require_choice(cfg, "trainer.strategy", TRAINER_STRATEGIES)
     require_choice(cfg, "trainer.channels_last", ("auto", True, False))
     if is_int(devices) and devices > 1:
