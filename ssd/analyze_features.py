@@ -32,12 +32,18 @@ from torch import nn
 
 from ssd.analysis.features import feature_agreement, plot_agreement
 from ssd.cache import StageCache, sha256_file
-from ssd.fit import strategy_class
 from ssd.models import resolve_taps
 from ssd.noise import build_noise
 from ssd.pipeline import build_datamodule
 from ssd.results import read_json, write_json_atomic
-from ssd.stages import data_fingerprint, entry_name, load_net_weights, stage_config, stage_key
+from ssd.stages import (
+    data_fingerprint,
+    entry_name,
+    load_net_weights,
+    stage_config,
+    stage_key,
+    strategy_class,
+)
 from ssd.strategies.base import build_classifier_from_cfg
 from ssd.strategies.distill import FeatureDistillation
 

@@ -266,9 +266,8 @@ class Pipeline:
         configure_backends(str(trainer_cfg["accelerator"]), deterministic=bool(cfg.get("deterministic")))
         self.datamodule, self.data_info = build_datamodule(cfg)
         self.fingerprint = data_fingerprint(self.datamodule)
-        splits = self.fingerprint[
-            "splits"
-        ]  # a batch larger than the training set fails here, before training
+        # a batch larger than the training set fails here, before training
+        splits = self.fingerprint["splits"]
         check_batch_fits(cfg, splits["train"] + splits.get("val", 0), "data")
         self.total_stages = count_stages(cfg)
         job_type = "student" if "teacher" in strategy_class(cfg).required_roles(cfg) else "main"

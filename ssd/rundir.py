@@ -9,7 +9,6 @@ over instead, after moving the earlier run aside and marking its result ``supers
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import time
@@ -35,7 +34,7 @@ def job_folder_name(override_dirname: str, limit: int = JOB_FOLDER_MAX) -> str:
     raw = override_dirname.encode()
     if len(raw) <= limit:
         return override_dirname
-    digest = hashlib.sha1(raw).hexdigest()[:12]
+    digest = json_digest(override_dirname, length=12)
     head = raw[: limit - len(digest) - 1].decode(errors="ignore")
     return f"{head}~{digest}"
 

@@ -103,18 +103,17 @@ def build_frozen(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> dict[s
     Built as ``ssd.pipeline`` builds them (``stage_config`` + ``build_module``, recursively), only not trained.
     """
     frozen: dict[str, nn.Module] = {}
-    for role in strategy_class(cfg).required_roles(cfg):
-        stage_cfg = stage_config(cfg, strategy_class(cfg).role_config(cfg, role))
+    cls = strategy_class(cfg)
+    for role in cls.required_roles(cfg):
+        stage_cfg = stage_config(cfg, cls.role_config(cfg, role))
         frozen[role] = build_module(stage_cfg, data_info, build_frozen(stage_cfg, data_info)).net
     return frozen
 
 
 def frozen_stages(cfg: Mapping[str, Any]) -> dict[str, str]:
     """``{role: strategy}`` of the stages this row's strategy requires (for the table)."""
-    return {
-        role: str(strategy_class(cfg).role_config(cfg, role)["strategy"])
-        for role in strategy_class(cfg).required_roles(cfg)
-    }
+    cls = strategy_class(cfg)
+    return {role: str(cls.role_config(cfg, role)["strategy"]) for role in cls.required_roles(cfg)}
 
 
 class LightningRow:

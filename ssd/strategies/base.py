@@ -192,9 +192,8 @@ class NoisyImageModule(L.LightningModule):
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True)  # the epoch mean
         if logits is not None:  # a network with class scores (not a denoiser)
-            self.train_acc.update(
-                logits.detach(), y
-            )  # update only: forward() would also compute a batch value
+            # update only: forward() would also compute a batch value
+            self.train_acc.update(logits.detach(), y)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         for name, value in extra.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False)
