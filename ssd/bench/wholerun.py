@@ -172,6 +172,7 @@ def _plain_main(args: argparse.Namespace) -> None:
     data_s = time.perf_counter() - t0
     recipe = Recipe(**{"sigma": args.sigma, "epochs": args.epochs, **SSD_RECIPE})
     result = train_and_test(recipe, arrays, args.seed)
+    result.pop("net")
     out = {**result, "startup_s": startup, "data_s": data_s, "recipe": dataclasses.asdict(recipe)}
     Path(args.out).write_text(json.dumps(out))
 
