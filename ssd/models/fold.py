@@ -4,8 +4,14 @@ A BatchNorm in eval mode is an affine map per channel, ``y = a * x + b`` with
 ``a = gamma / sqrt(running_var + eps)`` and ``b = beta - a * running_mean``. When its input
 is the output of a convolution (and of nothing else), ``bn(conv(x)) == conv'(x)`` with
 ``w' = a * w`` (per output channel) and ``bias' = a * bias + b``: one pass over the
-activations instead of two. The folded weights are computed in float64 and stored in the
-convolution's dtype, so in float32 the rewrite is exact up to one rounding per weight.
+activations instead of two. The arithmetic is PyTorch's own
+(``torch.nn.utils.fusion.fuse_conv_bn_weights``, in the weights' dtype).
+
+What stays hand-written, and why: ``fuse_conv_bn_eval`` returns a *new* convolution and
+``torch.fx``'s fusion a traced copy whose stage modules are no longer called, so forward hooks
+on module paths (the feature taps) would stop firing. This module folds in place, pairs
+convolutions with BatchNorms from a real forward pass (any backbone, no tracing) and undoes
+the fold afterwards.
 
 Which convolution feeds which BatchNorm is read off one real forward pass (forward hooks,
 tensor identity), not from module names, so it works for any backbone: a BatchNorm whose
@@ -24,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -99,16 +106,11 @@ def conv_bn_pairs(net: nn.Module, example: Tensor) -> list[tuple[str, str]]:
 
 
 def _folded(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
-    """(weight, bias) of ``bn(conv(.))`` as one convolution, computed in float64."""
-    scale = bn.running_var.double().add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.double()
-    w = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    b = shift if conv.bias is None else conv.bias.double() * scale + shift
-    return w.to(conv.weight.dtype), b.to(conv.weight.dtype)
+    """(weight, bias) of ``bn(conv(.))`` as one convolution."""
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    return weight.detach(), bias.detach()
 
 
 def _set_weight(conv: nn.Conv2d, weight: Tensor) -> None:
