@@ -115,6 +115,32 @@ def test_random_crop_really_shifts_per_sample() -> None:
     assert offsets != {(p, p)}
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_reflect_padding_crops_from_the_mirrored_image(flip: bool) -> None:
+    """pad_mode=reflect: every output is one crop of torch's reflect-padded image (flipped or not)."""
+    n, p = 64, 4
+    x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=gen(0))
+    out = random_crop_flip(x, padding=p, flip=flip, generator=gen(1), pad_mode="reflect")
+    padded = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect") / 255
+    offsets = set()
+    for i in range(n):
+        crops = [
+            (dy, dx, f)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            for f in ((False, True) if flip else (False,))
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8].flip(-1 if f else []))
+        ]
+        assert crops, "each output must be a crop of its own reflect-padded input"
+        offsets.add(crops[0][:2])
+    assert len(offsets) > 10
+
+
+def test_unknown_pad_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="pad_mode='edge'.*zeros, reflect"):
+        random_crop_flip(torch.zeros((1, 3, 8, 8), dtype=torch.uint8), pad_mode="edge")
+
+
 def test_random_flip_really_flips_per_sample() -> None:
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=gen(0))
     out = (random_crop_flip(x, padding=0, flip=True, generator=gen(2)) * 255).round().to(torch.uint8)

@@ -19,22 +19,37 @@ def to_unit_float(x: Tensor) -> Tensor:
     return x.to(torch.float32).div_(255.0)
 
 
+#: how ``random_crop_flip`` fills the border it crops from
+PAD_MODES = ("zeros", "reflect")
+
+
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Indices outside ``[0, size)`` mirrored at the edge (``-1 -> 1``, ``size -> size - 2``)."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
 def random_crop_flip(
     x: Tensor,
     padding: int = 4,
     flip: bool = True,
     generator: torch.Generator | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    pad_mode: str = "zeros",
 ) -> Tensor:
-    """Random crop with zero padding + random horizontal flip, each sample its own, -> float [0,1].
+    """Random crop of the padded image + random horizontal flip, each sample its own, -> float [0,1].
 
-    ``x``: uint8 (N, C, H, W). Equivalent to torchvision's ``RandomCrop(H, padding)`` +
-    ``RandomHorizontalFlip()`` per sample. ``generator`` (on ``x.device``) makes it reproducible.
+    ``x``: uint8 (N, C, H, W). Equivalent to torchvision's ``RandomCrop(H, padding,
+    padding_mode=...)`` + ``RandomHorizontalFlip()`` per sample; ``pad_mode``: ``zeros`` (black
+    borders, torchvision's ``constant``) or ``reflect`` (the image mirrored at its edge, without
+    repeating the edge pixel). ``generator`` (on ``x.device``) makes it reproducible.
     ``memory_format`` of the result: ``torch.channels_last`` costs no extra copy (the gather
     produces pixels in that order).
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise TypeError(f"random_crop_flip expects uint8 NCHW, got {x.dtype} {tuple(x.shape)}")
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode={pad_mode!r} is not allowed; valid: {', '.join(PAD_MODES)}")
     n, c, h, w = x.shape
     if n == 0 or (padding == 0 and not flip):
         return to_unit_float(x).contiguous(memory_format=memory_format)
@@ -42,9 +57,12 @@ def random_crop_flip(
     rows = torch.arange(h, device=dev).expand(n, h)
     cols = torch.arange(w, device=dev).expand(n, w)
     if padding > 0:
-        x = F.pad(x, (padding, padding, padding, padding))  # zeros
         rows = rows + torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
         cols = cols + torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+        if pad_mode == "zeros":
+            x = F.pad(x, (padding, padding, padding, padding))
+        else:  # reflect: read the mirrored pixel of the unpadded image instead of padding it
+            rows, cols = _reflect(rows - padding, h), _reflect(cols - padding, w)
     if flip:
         flipped = torch.rand(n, 1, device=dev, generator=generator) < 0.5
         cols = torch.where(flipped, cols.flip(1), cols)

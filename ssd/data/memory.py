@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssd.data.augment import random_crop_flip, to_unit_float
+from ssd.data.augment import PAD_MODES, random_crop_flip, to_unit_float
 from ssd.data.base import ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.splits import carve_validation
@@ -110,7 +110,8 @@ class InMemoryDataModule(ShardedDataModule):
         arrays: ``x_train``/``y_train``/``x_test``/``y_test`` (uint8 NHWC, int labels); subclasses
             find their own by overriding ``load_arrays``.
         num_classes: default ``max(label) + 1``.
-        padding, flip: training augmentation: random crop with ``padding`` zeros, horizontal flip.
+        padding, flip, pad_mode: training augmentation: random crop from the image padded by ``padding``
+            pixels (``pad_mode``: ``zeros`` or ``reflect``), horizontal flip.
         device_resident: keep each split on the training device once (batches are gathered there, nothing
             is copied per step); ``auto``: on CUDA devices.
         limit_train / limit_test: keep the first N images.
@@ -124,6 +125,7 @@ class InMemoryDataModule(ShardedDataModule):
         name: str = "arrays",
         padding: int = 4,
         flip: bool = True,
+        pad_mode: str = "zeros",
         device_resident: bool | str = "auto",
         **settings: Any,
     ) -> None:
@@ -133,6 +135,9 @@ class InMemoryDataModule(ShardedDataModule):
         self.device_resident = device_resident
         self.padding = int(padding)
         self.flip = flip
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"data.pad_mode={pad_mode!r} is not allowed; valid: {', '.join(PAD_MODES)}")
+        self.pad_mode = pad_mode
         self._arrays = arrays
         self._num_classes = num_classes
         self._resident: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
@@ -315,7 +320,12 @@ class InMemoryDataModule(ShardedDataModule):
         if augment:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             x = random_crop_flip(
-                x, self.padding, self.flip, generator=self._generator(x.device), memory_format=fmt
+                x,
+                self.padding,
+                self.flip,
+                generator=self._generator(x.device),
+                memory_format=fmt,
+                pad_mode=self.pad_mode,
             )
         else:
             x = to_unit_float(x)
