@@ -171,12 +171,17 @@ def fit_stage(
         else:
             log.info("stage %s: %s trains nothing here; evaluation only", stage, cfg["strategy"]["name"])
         fit_seconds = time.perf_counter() - start
+        # the last validation epoch's accuracy (tuning without the test set); trainer.test resets it
+        val_acc = None if evaluate_only else trainer.callback_metrics.get("val/acc")
+        val_acc = None if val_acc is None else float(val_acc)
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start - fit_seconds
         exit_code = 0
     finally:
         finish_logger(logger, exit_code)
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    if val_acc is not None:
+        metrics["val/acc"] = val_acc
     result = {
         "stage": stage,
         "strategy": cfg["strategy"]["name"],
@@ -184,6 +189,7 @@ def fit_stage(
         "metrics": metrics,
         "test_acc": metrics.get("test/acc"),
         "clean_acc": metrics.get("test/acc_clean"),
+        "val_acc": metrics.get("val/acc"),
         "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
         "epochs": int(trainer.current_epoch),
         "fit_seconds": fit_seconds,

@@ -247,6 +247,8 @@ class Pipeline:
             metrics = record.get("metrics") or {}
             record.setdefault("test_acc", metrics.get("test/acc"))
             record.setdefault("clean_acc", metrics.get("test/acc_clean"))
+            # validation is measured while training: the original training's
+            record["val_acc"] = (known.get("metrics") or {}).get("val/acc")
         weights = weights if weights is not None else stage_dir / "net.pt"
         record.update(
             {
@@ -290,6 +292,7 @@ class Pipeline:
             "data": {"source": str(self.datamodule.source), **self.fingerprint},
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
+            "val_acc": main.get("val_acc"),  # last epoch, at the training noise (null without a val split)
             "robustness": main["robustness"],
             **{k: main["metrics"][f"test/{k}"] for k in IMAGE_METRICS if f"test/{k}" in main["metrics"]},
             "wall_time_s": time.perf_counter() - start,

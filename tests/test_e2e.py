@@ -40,6 +40,7 @@ def test_cli_run_writes_complete_results(tmp_path: Path, strategy: str) -> None:
     }
     assert res["robustness"]["sigma=0.1"] == res["test_acc"]  # same fixed noise, same images
     assert res["robustness"]["sigma=0"] == res["clean_acc"]
+    assert 0.0 <= res["val_acc"] <= 1.0 and res["stages"]["main"]["val_acc"] == res["val_acc"]  # last epoch
     assert res["wall_time_s"] > 0 and res["train_images_per_s"] > 0
     assert (
         res["config"]["strategy"]["name"] == strategy and res["config"]["trainer"]["precision"] == "32-true"
@@ -49,6 +50,18 @@ def test_cli_run_writes_complete_results(tmp_path: Path, strategy: str) -> None:
     assert Path(main["checkpoints"]["last"]).exists() and Path(main["checkpoints"]["best"]).exists()
     assert Path(main["net"]).exists()
     assert (run_dir / "config.resolved.yaml").exists()
+
+
+def test_a_cached_stage_reports_the_validation_accuracy_it_was_trained_with(tmp_path: Path) -> None:
+    """Tuning reads val_acc (never the test set): a stage served from the cache keeps its own."""
+    first = run_cli([*TINY, "strategy=vanilla", "hydra.run.dir=" + str(tmp_path / "v")], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli([*TINY, "strategy=self_distill", "hydra.run.dir=" + str(tmp_path / "s")], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    vanilla, student = read_results(tmp_path / "v"), read_results(tmp_path / "s")
+    teacher = student["stages"]["teacher"]
+    assert teacher["source"] == "cache" and teacher["val_acc"] == vanilla["val_acc"] is not None
+    assert student["val_acc"] is not None
 
 
 def test_clean_model_collapses_on_strong_noise(tmp_path: Path) -> None:
