@@ -45,20 +45,25 @@ def fake_run(
     method: str | None = None,
     stages: dict | None = None,
     correct: np.ndarray | list[np.ndarray] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    noise: dict | None = None,
 ) -> Path:
     """A results.json as the pipeline writes it (only the fields the report reads are real).
 
     ``method`` sets ``results["method"]``; ``stages`` ``results["stages"]``; ``correct`` writes the
     per-image file ``main/test_predictions.npz`` (a list: one ``test_predictions.rank<r>.npz`` per rank,
-    striding the test images as a DistributedSampler does).
+    striding the test images as a DistributedSampler does) with the other per-image ``arrays`` (split over
+    ranks alike); ``noise`` adds noise config keys (e.g. ``sigma_max``).
     """
     cfg = copy.deepcopy(BASE)
     cfg["strategy"] = {"name": strategy, "_target_": f"ssd.strategies.{strategy}.X", **(keys or {})}
     cfg["noise"]["sigma"], cfg["seed"], cfg["data"]["seed"] = sigma, seed, seed
+    cfg["noise"].update(noise or {})
     cfg["sweep_name"] = f"sweep-{seed}"  # differs between runs but is not a setting
     extra = "".join(f",strategy.{k}={v}" for k, v in (keys or {}).items())
     tag = f",method={method}" if method else ""
-    run = folder / f"strategy={strategy},noise.sigma={sigma},seed={seed}{extra}{tag}"
+    blind = f",noise.sigma_max={noise['sigma_max']}" if noise and "sigma_max" in noise else ""
+    run = folder / f"strategy={strategy},noise.sigma={sigma},seed={seed}{extra}{tag}{blind}"
     run.mkdir(parents=True)
     results: dict[str, Any] = {"status": status, "config": cfg}
     if status == "complete":
@@ -73,19 +78,28 @@ def fake_run(
             }
         )
     else:
-        results["error"] = "RuntimeError: out of memory"
+        results["error"] = (
+            "interrupted by SIGTERM" if status == "interrupted" else "RuntimeError: out of memory"
+        )
     if method is not None:
         results["method"] = method
     if stages is not None:
         results["stages"] = stages
     if correct is not None:
         (run / "main").mkdir()
+        per_image = {k: v for k, v in (arrays or {}).items() if k != "classes"}
+        names = {k: v for k, v in (arrays or {}).items() if k == "classes"}
         if isinstance(correct, list):
+            ranks = len(correct)
             for rank, part in enumerate(correct):
-                idx = np.arange(rank, rank + len(part) * len(correct), len(correct))
-                np.savez(run / "main" / f"test_predictions.rank{rank}.npz", idx=idx, correct=part)
+                idx = np.arange(rank, rank + len(part) * ranks, ranks)
+                mine = {k: v[idx] for k, v in per_image.items()}
+                np.savez(
+                    run / "main" / f"test_predictions.rank{rank}.npz", idx=idx, correct=part, **mine, **names
+                )
         else:
-            np.savez(run / "main" / "test_predictions.npz", idx=np.arange(len(correct)), correct=correct)
+            idx = np.arange(len(correct))
+            np.savez(run / "main" / "test_predictions.npz", idx=idx, correct=correct, **per_image, **names)
     (run / "results.json").write_text(json.dumps(results))
     return run
 
@@ -146,7 +160,7 @@ def test_report_table_curves_and_unfinished_runs(sweep: Path, tmp_path: Path) ->
         and "incomplete" in md
     )
     # feature quality numbers of the runs that have them
-    assert "| vanilla | sigma=0.1 | noisy_teacher | cka | 0.500 (n=1) | 0.700 (n=1) |" in md
+    assert "| vanilla | σ=0.1 | noisy_teacher | cka | 0.500 (n=1) | 0.700 (n=1) |" in md
     with open(out / "accuracy.csv") as handle:
         acc = {(r["strategy"], r["level"], r["metric"]): r for r in csv.DictReader(handle)}
     row = acc[("vanilla", "0.1", "test_acc")]
@@ -190,10 +204,19 @@ def test_report_of_real_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {cells[0]: cells[1:] for cells in console_rows(proc.stdout)}
     for strategy in ("vanilla", "clean"):
-        expected = Stat.of([results[(strategy, 0)], results[(strategy, 1)]]).text()
-        assert f"| {strategy} | {expected} |" in proc.stdout
+        assert rows[strategy] == [Stat.of([results[(strategy, 0)], results[(strategy, 1)]]).text()]
     assert (sweep / "report" / "accuracy_vs_noise.png").exists()
+
+
+def console_rows(stdout: str) -> list[list[str]]:
+    """The cells of every table row the console summary printed (its columns are padded to line up)."""
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| ")
+    ]
 
 
 def run_sweep_script(script: str, tmp_path: Path, env: dict[str, str], args: list[str]) -> Path:
