@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssd.report.compare import DEFAULT_CONTRASTS, VERDICT_CIS, Options
+from ssd.report.console_summary import console_summary
 from ssd.report.csvout import write_csvs
 from ssd.report.markdown import markdown
 from ssd.report.plots import plot
@@ -24,15 +25,14 @@ def report(
     contrasts: Sequence[tuple[str, str]] = DEFAULT_CONTRASTS,
     options: Options | None = None,
 ) -> str:
-    """Write every output into ``out``; return the markdown."""
+    """Write every output into ``out``; return the console summary (the markdown is ``out/report.md``)."""
     load_predictions.cache_clear()  # files may have changed since an earlier call in this process
     summary = Summary.of(folders, contrasts, options)
     out.mkdir(parents=True, exist_ok=True)
     images = plot(summary, out)
-    text = markdown(summary, reference, images)
-    (out / "report.md").write_text(text)
-    write_csvs(summary, out)
-    return text
+    (out / "report.md").write_text(markdown(summary, reference, images))
+    tables = write_csvs(summary, out)
+    return console_summary(summary, out, [out / "report.md", *tables, *images])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,11 +44,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference", default="self_distill", help="strategy the means-only difference table is computed for"
     )
+    pair = {"nargs": 2, "action": "append", "metavar": ("A", "B")}  # a repeatable pair of row patterns
     p.add_argument(
         "--compare",
-        nargs=2,
-        action="append",
-        metavar=("A", "B"),
+        **pair,
         help="paired difference A − B (method names or fnmatch patterns such as 'self_distill:*'); "
         "repeat for more; replaces the defaults (each self_distill* minus vanilla, student_teacher and "
         "every denoise variant). The verdict: within --equiv-margin when B is a student_teacher method, "
@@ -59,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gain-margin", type=float, default=2.0, help="'A >= vanilla + this many points' (default 2)"
+    )
+    p.add_argument(
+        "--confusion",
+        **pair,
+        help="draw the confusion-matrix and per-class accuracy difference A − B (patterns as --compare; "
+        "repeat for more; default: the first comparison); needs runs that saved predicted labels",
     )
     p.add_argument("--bootstrap-reps", type=int, default=2000, help="hierarchical bootstrap resamples")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap's random numbers")
@@ -79,8 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out or args.folders[0] / "report"
     try:
+        confusion = tuple(tuple(c) for c in args.confusion or ())
         options = Options(
-            args.equiv_margin, args.gain_margin, args.bootstrap_reps, args.bootstrap_seed, args.verdict_ci
+            args.equiv_margin,
+            args.gain_margin,
+            args.bootstrap_reps,
+            args.bootstrap_seed,
+            args.verdict_ci,
+            confusion,
         )
         contrasts = [tuple(c) for c in args.compare] if args.compare else DEFAULT_CONTRASTS
         text = report(args.folders, out, args.reference, contrasts, options)
@@ -88,8 +99,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ssd.report: {err}", file=sys.stderr)
         return 2
     print(text)
-    print(
-        f"ssd.report: wrote {out}/report.md, accuracy.csv, curves.csv, runs.csv, differences.csv and the plots",
-        file=sys.stderr,
-    )
     return 0

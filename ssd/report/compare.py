@@ -4,8 +4,9 @@ Runs pair by seed: the same seed of two methods at the same noise level (and so 
 with the same fixed evaluation noise). Two intervals per difference:
 
 * **paired t over seeds**: the t-interval of the per-seed accuracy differences (needs >= 2 seeds);
-* **hierarchical bootstrap**: only when every paired run left per-image files; resamples seeds, then
-  test images within each seed, the same images for both methods (see ``stats.hierarchical_bootstrap``).
+* **hierarchical bootstrap**: only when every paired run left per-image files over the same test images;
+  resamples the seeds and, once per replicate, the test images, shared by every seed and both methods
+  (see ``stats.hierarchical_bootstrap``).
 
 Verdicts use the paired t interval unless ``verdict_ci="bootstrap"`` (and a bootstrap exists): with
 three seeds a bootstrap over seeds under-covers, the t interval does not.
@@ -41,6 +42,7 @@ class Options:
     reps: int = 2000
     seed: int = 0
     verdict_ci: str = "t"
+    confusion: tuple[tuple[str, str], ...] = ()  # (A, B) patterns whose confusion difference is drawn
 
     def __post_init__(self) -> None:
         if self.verdict_ci not in VERDICT_CIS:
@@ -65,11 +67,23 @@ class Difference:
     boot_note: str  # why there is no bootstrap interval
     kind: str  # equiv | gain | diff
     verdict: str = ""
+    claim: str = ""  # what the verdict answers, e.g. "self_distill:same ≥ vanilla + 2 pts"
+    goal: str = ""  # the same as a short question: "≥ +2 pts?", "within ±1 pt?", "higher or lower?"
     line: str = field(default="", repr=False)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    def verdict_ci(self, opts: Options) -> Interval | None:
+        """The interval the verdict is read from: the bootstrap when asked for and made, else paired t."""
+        return self.boot if opts.verdict_ci == "bootstrap" and self.boot is not None else self.t
+
+    @property
+    def supported(self) -> bool | None:
+        """True when the verdict supports the claim (yes / higher), False when it refutes it (no / lower),
+        None when undecided or within noise."""
+        return {"yes": True, "higher": True, "no": False, "lower": False}.get(self.verdict)
 
 
 def matches(label: str, pattern: str) -> bool:
@@ -93,37 +107,36 @@ def kind_of(b: str) -> str:
     return {"student_teacher": "equiv", "vanilla": "gain"}.get(base, "diff")
 
 
-def level_text(column: Column, several_noises: bool = False) -> str:
-    noise, level_name, level = column
-    name = "σ" if level_name == "sigma" else level_name
-    return f"{noise} {name}={level:g}" if several_noises else f"{name}={level:g}"
+RunIndex = dict[tuple[str, Column, int], Run]
 
 
-def _bootstrap(
-    index: dict[tuple[str, Column, int], Run], d: Difference, opts: Options
-) -> tuple[Interval | None, str]:
-    per_seed = []
-    for s in d.seeds:
-        diff, why = paired_differences(index[(d.a, d.column, s)].path, index[(d.b, d.column, s)].path)
-        if diff is None:
-            return None, why
-        per_seed.append(diff)
-    return hierarchical_bootstrap(per_seed, opts.reps, opts.seed), ""
+def run_index(complete: Sequence[Run]) -> RunIndex:
+    """(row label, column, seed) -> the complete run with a test accuracy there."""
+    return {(r.label, r.column, r.seed): r for r in complete if r.test_acc is not None and r.seed is not None}
+
+
+def common_seeds(index: RunIndex, a: str, b: str, column: Column) -> list[int]:
+    """The seeds both ``a`` and ``b`` have a run of at ``column``: the pairs of a paired difference."""
+    return sorted(s for (lab, col, s) in index if lab == a and col == column and (b, column, s) in index)
+
+
+def _bootstrap(index: RunIndex, d: Difference, opts: Options) -> tuple[Interval | None, str]:
+    pairs = [(index[(d.a, d.column, s)].path, index[(d.b, d.column, s)].path) for s in d.seeds]
+    per_seed, why = paired_differences(pairs)
+    return (None, why) if per_seed is None else (hierarchical_bootstrap(per_seed, opts.reps, opts.seed), "")
 
 
 def judge(d: Difference, opts: Options, several_noises: bool = False) -> None:
     """Fill ``d.verdict`` (yes/no/undecided, or higher/lower/within noise) and its one-line sentence."""
-    use_boot = opts.verdict_ci == "bootstrap" and d.boot is not None
-    ci = d.boot if use_boot else d.t
+    ci = d.verdict_ci(opts)
     if d.kind == "equiv":
-        d.verdict, claim = (
-            within_margin(ci, opts.equiv_margin),
-            f"{d.a} within {opts.equiv_margin:g} pt of {d.b}",
-        )
+        d.verdict, d.goal = within_margin(ci, opts.equiv_margin), f"within ±{opts.equiv_margin:g} pt?"
+        d.claim = f"{d.a} within {opts.equiv_margin:g} pt of {d.b}"
     elif d.kind == "gain":
-        d.verdict, claim = at_least(ci, opts.gain_margin), f"{d.a} ≥ {d.b} + {opts.gain_margin:g} pts"
+        d.verdict, d.goal = at_least(ci, opts.gain_margin), f"≥ +{opts.gain_margin:g} pts?"
+        d.claim = f"{d.a} ≥ {d.b} + {opts.gain_margin:g} pts"
     else:
-        d.verdict, claim = sign(ci), f"{d.a} vs {d.b}"
+        d.verdict, d.goal, d.claim = sign(ci), "higher or lower?", f"{d.a} vs {d.b}"
     word = f"{d.verdict} at this n" if d.verdict == "undecided" else d.verdict
     if ci is None:
         detail = f"{d.a} − {d.b} = {signed(d.mean)} pts from n={d.n} seed; no interval from one seed"
@@ -133,7 +146,7 @@ def judge(d: Difference, opts: Options, several_noises: bool = False) -> None:
             detail += "; within noise"
     if opts.verdict_ci == "bootstrap" and d.boot is None and d.boot_note:
         detail += f"; no bootstrap ({d.boot_note}), paired t used"
-    d.line = f"{level_text(d.column, several_noises)}: {claim}: {word} ({detail})"
+    d.line = f"{d.column.text(several_noises)}: {d.claim}: {word} ({detail})"
 
 
 def differences(
@@ -145,15 +158,11 @@ def differences(
     several_noises: bool = False,
 ) -> list[Difference]:
     """Every A − B of ``contrasts`` at every noise level where both have runs of a common seed."""
-    index = {
-        (r.label, r.column, r.seed): r for r in complete if r.test_acc is not None and r.seed is not None
-    }
+    index = run_index(complete)
     out = []
     for a, b in contrast_pairs(labels, contrasts):
         for column in columns:
-            seeds = sorted(
-                s for (lab, col, s) in index if lab == a and col == column and (b, column, s) in index
-            )
+            seeds = common_seeds(index, a, b, column)
             if not seeds:
                 continue
             diffs = [(index[(a, column, s)].test_acc - index[(b, column, s)].test_acc) * 100 for s in seeds]

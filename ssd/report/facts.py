@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ssd.report.predictions import count_test_images
+from ssd.report.predictions import count_test_images, load_predictions
 from ssd.report.runs import Column, Run
 
 
@@ -141,6 +141,21 @@ def run_setting(run: Run) -> dict[str, Any]:
         "model": _first(model, "arch", "name"),
         "epochs": (cfg.get("trainer") or {}).get("max_epochs"),
     }
+
+
+def num_classes(run: Run) -> int | None:
+    """How many classes the run's data has: results.json's data facts, the data config, the CIFAR name,
+    or the class names in its per-image file; None when none of them says."""
+    from ssd.data.cifar import CIFAR_NUM_CLASSES
+
+    facts = run.results.get("data") if isinstance(run.results.get("data"), Mapping) else {}
+    data_cfg = run.config.get("data") or {}
+    found = (
+        facts.get("num_classes") or data_cfg.get("num_classes") or CIFAR_NUM_CLASSES.get(data_cfg.get("name"))
+    )
+    if found is None and (predictions := load_predictions(run.path)) is not None and predictions.classes:
+        found = len(predictions.classes)
+    return int(found) if found else None
 
 
 def _values(settings: Sequence[Mapping[str, Any]], key: str) -> list[Any]:

@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ssd.report.compare import level_text
-from ssd.report.runs import column_label, method_of, shown
+from ssd.report.runs import level_symbol, method_of, shown
 from ssd.report.stats import Stat, signed
 from ssd.report.summary import Summary
 
@@ -66,7 +65,7 @@ def cell_sections(s: Summary) -> list[str]:
                 [display(label), f"{stat.mean * 100:.2f}", spread, stat.ci_text(), str(stat.n), seconds, ve]
             )
         header = ["method", "mean", "std", "95% CI", "n", "train s", "VE"]
-        md += ["", f"### {level_text(column, s.several_noises)}", "", markdown_table(header, rows)]
+        md += ["", f"### {column.text(s.several_noises)}", "", markdown_table(header, rows)]
     return md
 
 
@@ -78,7 +77,7 @@ def paired_sections(s: Summary) -> list[str]:
     rows = [
         [
             f"{d.a} − {d.b}",
-            level_text(d.column, s.several_noises),
+            d.column.text(s.several_noises),
             str(d.n),
             signed(d.mean),
             f"[{signed(d.t.low)}, {signed(d.t.high)}]" if d.t else "—",
@@ -98,9 +97,10 @@ def paired_sections(s: Summary) -> list[str]:
         "Pairs are runs of the same seed at the same noise level (the same test images and evaluation "
         "noise). **Paired t**: t-interval over the per-seed differences (n = pairs); it measures training "
         "randomness on this test set. **Hierarchical bootstrap**: "
-        f"{o.reps} resamples (rng seed {o.seed}) of the seeds, then of the test images within each seed, the "
-        "same images for both methods; percentile interval; it adds test-image sampling (how the result "
-        "would vary on another test set of this size) but with few seeds under-covers their variation. "
+        f"{o.reps} resamples (rng seed {o.seed}) of the seeds and, once per resample, of the test images, "
+        "the same images for every seed and both methods (every run tests the same images); percentile "
+        "interval; it adds test-image sampling (how the result would vary on another test set of this "
+        "size) but with few seeds under-covers their variation. "
         f"'—' where a run has no per-image file. Verdicts use {used}.",
         "",
         markdown_table(header, rows),
@@ -149,7 +149,7 @@ def curve_sections(s: Summary) -> list[str]:
         here = {(lab, lvl): stat for (lab, col, lvl), stat in s.curves.items() if col == column}
         levels = sorted({lvl for _, lvl in here})
         rows = [lab for lab in s.labels if any(key[0] == lab for key in here)]
-        headers = [f"{column[1]}={v:g}" for v in levels]
+        headers = [f"{level_symbol(column.level_name)}={v:g}" for v in levels]
         md += [
             "",
             f"Trained at {name}:",
@@ -174,34 +174,24 @@ def feature_section(s: Summary) -> list[str]:
             else "—"
             for t in taps
         ]
-        rows.append([label, column_label(column, s.several_noises), network, metric, *cells])
+        rows.append([label, column.text(s.several_noises), network, metric, *cells])
     title = "## Feature agreement with the clean teacher on clean images (feature_quality.json)"
     return ["", title, "", markdown_table(["run", "noise", "network", "metric", *taps], rows)]
 
 
 def unfinished_section(s: Summary) -> list[str]:
-    if not s.unfinished and not s.duplicates:
+    """Every run left out of the tables, with its status and why."""
+    if not s.left_out:
         return []
-    level = lambda r: f"{r.level_name}={r.level:g}" if r.level is not None else "?"  # noqa: E731
     rows = [
-        [shown(r.path, s.folders), r.status, r.strategy, level(r), str(r.seed), (r.error or "")[:120]]
-        for r in s.unfinished
-    ]
-    rows += [
-        [
-            shown(r.path, s.folders),
-            "duplicate",
-            r.strategy,
-            level(r),
-            str(r.seed),
-            "a newer run of the same setting and seed is used",
-        ]
-        for r in s.duplicates
-    ]
+        [shown(r.path, s.folders), status, r.strategy, r.column.text() if r.level is not None else "?",
+         str(r.seed), why[:120]]
+        for r, status, why in s.left_out
+    ]  # fmt: skip
     header = ["run", "status", "strategy", "noise", "seed", "error"]
     return [
         "",
-        "## Failed, incomplete and duplicate runs (not in the tables)",
+        "## Failed, unfinished and duplicate runs (not in the tables)",
         "",
         markdown_table(header, rows),
     ]
@@ -209,10 +199,7 @@ def unfinished_section(s: Summary) -> list[str]:
 
 def markdown(s: Summary, reference: str, images: Sequence[Path]) -> str:
     md = [f"# Sweep report: {', '.join(str(f) for f in s.folders)}", "", setting_note(s), ""]
-    md += [
-        f"{len(s.complete)} complete runs, {len(s.unfinished)} failed or incomplete, {len(s.duplicates)} duplicates "
-        "left out. Accuracies in %, last epoch, mean ± sample std over seeds (n = seeds)."
-    ]
+    md += [f"{s.counts_text}. Accuracies in %, last epoch, mean ± sample std over seeds (n = seeds)."]
     md += [
         "",
         "## Noisy test accuracy (tested at the training noise level)",
@@ -224,5 +211,6 @@ def markdown(s: Summary, reference: str, images: Sequence[Path]) -> str:
     md += ["", "## Clean test accuracy", "", grid(s.clean, s.labels, s.columns, s.names, Stat.text)]
     md += cell_sections(s) + paired_sections(s)
     md += difference_sections(s, reference) + curve_sections(s) + feature_section(s) + unfinished_section(s)
+    md += ["", s.confusion_note] if s.confusion_note else []
     md += ["", *[f"![{p.stem}]({p.name})" for p in images]]
     return "\n".join(md) + "\n"

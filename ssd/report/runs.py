@@ -1,8 +1,12 @@
 """Finding run folders and reading what each left behind: results.json, or the config of a job that died.
 
 Rows ("settings") are the run's ``method`` (``results["method"]``, else its strategy name) plus every
-config value that differs among the runs of that method, seed aside, so two methods never share a row
-and a sweep over e.g. ``strategy.lambda`` gets one row per value instead of averaging settings.
+config value that differs among the complete runs of that method, seed aside, so two methods never share
+a row and a sweep over e.g. ``strategy.lambda`` gets one row per value instead of averaging settings.
+Failed and unfinished runs never rename rows: their configs may be unresolved (``auto``) or invalid.
+
+Columns are what a run was tested at: its noise model and level, or for blind training (``noise.sigma_max``
+set: each image draws its level from [sigma, sigma_max], in training and in the test) that range.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ssd.results import read_json
 
@@ -54,7 +58,33 @@ IGNORED_PREFIXES = (
     "data.eval_batch_size",
 )
 
-Column = tuple[str, str, float]  # (noise name, level name, level): one training noise level
+#: statuses a run folder can have (results.json's ``status``; a folder without one is ``incomplete``)
+STATUSES = ("complete", "failed", "interrupted", "superseded", "incomplete")
+#: how a level is written in labels
+SYMBOLS = {"sigma": "σ"}
+
+
+def level_symbol(level_name: str) -> str:
+    return SYMBOLS.get(level_name, level_name)
+
+
+class Column(NamedTuple):
+    """What runs were trained and tested at: the noise model and its level, or its range when blind."""
+
+    noise: str
+    level_name: str
+    level: float
+    level_max: float  # == level for a fixed level; > level when each image draws it from [level, level_max]
+
+    @property
+    def blind(self) -> bool:
+        return self.level_max > self.level
+
+    def text(self, several_noises: bool = False) -> str:
+        """``σ=0.2``, ``σ∈[0.1,0.3]`` (blind), with the noise model's name when a sweep has several."""
+        value = f"∈[{self.level:g},{self.level_max:g}]" if self.blind else f"={self.level:g}"
+        text = f"{level_symbol(self.level_name)}{value}"
+        return f"{self.noise} {text}" if several_noises else text
 
 
 @dataclass
@@ -62,7 +92,7 @@ class Run:
     """One run folder, finished or not."""
 
     path: Path
-    status: str  # complete | failed | incomplete
+    status: str  # one of STATUSES
     strategy: str
     noise: str  # the noise model's name
     level_name: str
@@ -77,10 +107,14 @@ class Run:
     label: str = ""
     method: str = ""  # results["method"], else the strategy name
     results: dict[str, Any] = field(default_factory=dict)  # the whole results.json (stages, data facts)
+    level_max: float | None = None  # blind training: the top of the level range
 
     @property
     def column(self) -> Column:
-        return (self.noise, self.level_name, self.level if self.level is not None else math.nan)
+        level = self.level if self.level is not None else math.nan
+        return Column(
+            self.noise, self.level_name, level, self.level_max if self.level_max is not None else level
+        )
 
 
 def method_of(label: str) -> str:
@@ -129,7 +163,7 @@ def load_run(folder: Path) -> Run | None:
         )
     run = Run(
         path=folder,
-        status=status if status in ("complete", "failed") else "incomplete",
+        status=status if status in STATUSES else "incomplete",
         strategy=strategy,
         noise=name,
         level_name=level_name,
@@ -148,6 +182,8 @@ def load_run(folder: Path) -> Run | None:
         }
         noise = results.get("noise") or {}
         run.level_name, run.level = noise.get("level_name", run.level_name), noise.get("level", run.level)
+    top = (config.get("noise") or {}).get(f"{run.level_name}_max")
+    run.level_max = float(top) if isinstance(top, int | float) and not isinstance(top, bool) else None
     return run
 
 
@@ -177,27 +213,34 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _ignored(key: str, level_name: str) -> bool:
+def _ignored(key: str, level_names: set[str]) -> bool:
+    """Keys that are not settings: launch details, the seed, and the noise level (the column)."""
+    noise_keys = {
+        "noise.name",
+        *(f"noise.{n}" for n in level_names),
+        *(f"noise.{n}_max" for n in level_names),
+    }
     return (
-        key in IGNORED_KEYS
-        or key.startswith(IGNORED_PREFIXES)
-        or key == f"noise.{level_name}"
-        or key == "noise.name"
+        key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or key in noise_keys or key == "strategy.name"
     )
 
 
 def label_settings(runs: Sequence[Run]) -> None:
-    """``run.label``: the method plus every config value that differs among its runs (seed aside)."""
+    """``run.label``: the method plus every config value that differs among its complete runs (seed aside).
+
+    Only complete runs decide which keys vary: a failed run's config may be unresolved or invalid, and
+    must not rename the rows of the runs that worked. Other runs get the same keys, for ``runs.csv``.
+    """
     by_method: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_method[run.method].append(run)
     for method, group in by_method.items():
-        flat = [flatten(run.config) for run in group]
-        keys = sorted(
-            {k for f in flat for k in f if not _ignored(k, group[0].level_name) and k != "strategy.name"}
-        )
-        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-        for run, f in zip(group, flat, strict=True):
+        basis = [flatten(run.config) for run in group if run.status == "complete"]
+        level_names = {run.level_name for run in group}
+        keys = sorted({k for f in basis for k in f if not _ignored(k, level_names)})
+        varying = [k for k in keys if len({repr(f.get(k)) for f in basis}) > 1]
+        for run in group:
+            f = flatten(run.config)
             extra = ", ".join(f"{k}={f.get(k)}" for k in varying)
             run.label = f"{method} ({extra})" if extra else method
 
@@ -210,11 +253,6 @@ def row_order(labels: Iterable[str]) -> list[str]:
         return (STRATEGY_ORDER.index(base) if base in STRATEGY_ORDER else len(STRATEGY_ORDER), label)
 
     return sorted(set(labels), key=key)
-
-
-def column_label(column: Column, several_noises: bool) -> str:
-    noise, level_name, level = column
-    return f"{noise} {level_name}={level:g}" if several_noises else f"{level_name}={level:g}"
 
 
 def unique_complete(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:

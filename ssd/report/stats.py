@@ -1,7 +1,8 @@
 """Statistics of a sweep: mean ± std with a t-interval, paired differences, and a hierarchical bootstrap.
 
-Kept free of scipy (not a dependency): the Student t quantile comes from the regularised incomplete
-beta function, which is accurate to ~1e-10 here, far below the reported two decimals.
+t quantiles come from ``scipy.stats``. The bootstrap is written here: it resamples at two levels (seeds,
+then test images shared by every seed), which ``scipy.stats.bootstrap`` (one level of observations)
+does not do; see ``hierarchical_bootstrap``.
 """
 
 from __future__ import annotations
@@ -11,68 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 #: the confidence level of every interval in the report
 CONFIDENCE = 0.95
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for num in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
 def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (bisection on the cdf)."""
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom."""
     if not 0.0 < p < 1.0 or df <= 0:
         raise ValueError(f"t_quantile: p={p!r} must be in (0, 1) and df={df!r} > 0")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    return float(scipy_stats.t.ppf(p, df))
 
 
 def t_interval(mean: float, std: float | None, n: int) -> tuple[float, float] | None:
@@ -144,32 +94,38 @@ def paired_t(diffs: Sequence[float]) -> Interval | None:
 
 
 def hierarchical_bootstrap(
-    per_seed: Sequence[np.ndarray], reps: int = 2000, seed: int = 0, scale: float = 100.0
+    per_seed: np.ndarray | Sequence[np.ndarray], reps: int = 2000, seed: int = 0, scale: float = 100.0
 ) -> Interval:
-    """Percentile 95% interval of the mean paired difference, resampling seeds, then test images.
+    """Percentile 95% interval of the mean paired difference, resampling seeds and test images.
 
-    ``per_seed[s]`` holds one seed's per-image differences ``correct_A - correct_B`` (values -1, 0, 1;
-    the same images for both methods, so each image's resampling is shared by the two). Resampling N
-    images of a seed with replacement only changes how many of them are -1, 0 and +1, which is a
-    multinomial draw: exactly the image-level bootstrap, without materialising reps x N indices.
+    ``per_seed[s, i]``: seed ``s``'s difference ``correct_A - correct_B`` on test image ``i`` (values
+    -1, 0, 1). Every seed and both methods test the same images, so each replicate draws ONE resample
+    of the images, shared by every seed and both methods, and resamples the seeds with replacement.
+    (Resampling the images separately within each seed would treat the seeds' test sets as independent
+    and narrow the interval by up to sqrt(seeds).)
+
+    Images with the same column ``per_seed[:, i]`` (one of at most 3**seeds patterns) are
+    interchangeable, so an image resample is a multinomial draw of how often each pattern occurs:
+    exactly the image-level bootstrap, without materialising reps x images indices.
+    ``scipy.stats.bootstrap`` resamples one level of observations, so it cannot do the seed level.
     """
-    if not per_seed or reps < 1:
+    try:
+        diffs = np.asarray(per_seed, dtype=float)
+    except ValueError as err:  # ragged: seeds of different lengths
+        raise ValueError("hierarchical_bootstrap: every seed must cover the same test images") from err
+    if diffs.ndim != 2 or diffs.shape[0] < 1 or diffs.shape[1] < 1 or reps < 1:
         raise ValueError(
-            f"hierarchical_bootstrap: needs >= 1 seed and reps >= 1 (got {len(per_seed)}, {reps})"
+            f"hierarchical_bootstrap: needs seeds x images differences with >= 1 of each and reps >= 1 "
+            f"(got shape {diffs.shape}, reps={reps})"
         )
     rng = np.random.default_rng(seed)
-    n_seeds = len(per_seed)
-    sizes = np.array([d.size for d in per_seed])
-    if (sizes == 0).any():
-        raise ValueError("hierarchical_bootstrap: a seed has no test images")
-    probs = [np.array([(d == v).sum() for v in (-1, 0, 1)], dtype=float) / d.size for d in per_seed]
-    chosen = rng.integers(0, n_seeds, size=(reps, n_seeds))  # level 1: seeds with replacement
-    means = np.empty((n_seeds, reps, n_seeds))
-    for s, p in enumerate(probs):  # level 2: images of every slot whose seed is s
-        counts = rng.multinomial(sizes[s], p, size=(reps, n_seeds))
-        means[s] = (counts[..., 2] - counts[..., 0]) / sizes[s]
-    boot = means[chosen, np.arange(reps)[:, None], np.arange(n_seeds)[None, :]].mean(axis=1) * scale
-    point = float(np.mean([d.mean() for d in per_seed])) * scale
+    n_seeds, n_images = diffs.shape
+    patterns, counts = np.unique(diffs.T, axis=0, return_counts=True)  # K x seeds, K
+    chosen = rng.integers(0, n_seeds, size=(reps, n_seeds))  # seeds with replacement
+    weights = rng.multinomial(n_images, counts / n_images, size=reps)  # images: one draw per replicate
+    seed_means = weights @ patterns / n_images  # reps x seeds, every seed on the same image resample
+    boot = np.take_along_axis(seed_means, chosen, axis=1).mean(axis=1) * scale
+    point = float(diffs.mean()) * scale
     low, high = np.percentile(boot, [50.0 * (1 - CONFIDENCE), 50.0 * (1 + CONFIDENCE)])
     return Interval(point, float(low), float(high), n_seeds, "hierarchical bootstrap")
 
