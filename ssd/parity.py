@@ -15,6 +15,7 @@ same fixed evaluation noise, paired by seed:
 
     python -m ssd.parity                       # 3 seeds, sigma 0.2: ssd vs the plain loop
     python -m ssd.parity --ablate --jobs 2     # + the recipe ablation table
+    python -m ssd.parity --ablate candidates   # only the candidates on top of ssd's recipe
     python -m ssd.parity --distill --variant full --limit-train 5085 --student-seeds independent init
 """
 
@@ -330,7 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sigma", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--ablate", action="store_true", help="also measure each recipe difference alone")
+    parser.add_argument(
+        "--ablate",
+        nargs="?",
+        const="all",
+        choices=("all", "candidates"),
+        help="also train the plain loop with each of ssd's choices alone (all) and the candidate recipe details "
+        "on top of ssd's recipe (all, candidates)",
+    )
     parser.add_argument(
         "--distill", action="store_true", help="the distillation gain, in ssd and the plain loop"
     )
@@ -370,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # name -> (recipe fields, the row its paired difference is taken against)
     variants: dict[str, tuple[dict[str, Any], str | None]] = {"plain loop": (base, None)}
     if args.ablate:
-        for key, value in SSD_RECIPE.items():
+        for key, value in SSD_RECIPE.items() if args.ablate == "all" else ():
             variants[f"plain loop, {key}={value}"] = ({**base, key: value}, "plain loop")
         ssd_choices = "plain loop, all of ssd's choices"
         variants[ssd_choices] = ({**base, **SSD_RECIPE}, "plain loop")
