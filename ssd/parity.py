@@ -55,13 +55,12 @@ def _plain(job: dict[str, Any]) -> dict[str, Any]:
     teacher's weights and ``teacher_fields`` its recipe; ``save``: where to keep this run's weights."""
     import torch
 
-    from ssd.models import build_classifier
-    from ssd.plainloop import CIFAR10_MEAN, CIFAR10_STD
+    from ssd.plainloop import cifar10_classifier
 
     torch.set_num_threads(1)
     teacher = None
     if job.get("teacher"):
-        teacher = build_classifier(job["arch"], 10, CIFAR10_MEAN, CIFAR10_STD)
+        teacher = cifar10_classifier(job["arch"])
         teacher.load_state_dict(torch.load(job["teacher"], weights_only=True))
         if job["fields"].get("bf16", True):
             teacher = teacher.to(memory_format=torch.channels_last)

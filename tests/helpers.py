@@ -75,3 +75,11 @@ def run_cli(
 
 def read_results(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "results.json").read_text())
+
+
+def classifier(arch: str, num_classes: int, mean: Any, std: Any, **kwargs: Any) -> Any:
+    """The ``Classifier`` of ``conf/model/<arch>.yaml``'s backbone (``resnet18`` is ``resnet18_cifar``)."""
+    from ssd import models
+
+    backbone = getattr(models, "resnet18_cifar" if arch == "resnet18" else arch)(num_classes, **kwargs)
+    return models.Classifier(backbone, mean, std)

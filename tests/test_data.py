@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -17,6 +16,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from ssd.config import ConfigError
+from ssd.config.signatures import check_section, schema_of
 from ssd.data import (
     CIFARDataModule,
     FolderDataModule,
@@ -33,6 +34,7 @@ from ssd.data import (
 )
 from ssd.data.memory import BatchTensorDataset
 from ssd.data.splits import carve_validation
+from ssd.validate import resolve_auto
 from tests.helpers import compose_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -613,33 +615,33 @@ def test_folder_fingerprint_follows_names_and_labels_not_location(tmp_path: Path
 
 
 def test_shared_settings_are_declared_once_and_listed_by_every_family() -> None:
-    shared = set(inspect.signature(ShardedDataModule).parameters)
+    """A family passes the shared settings on with ``**settings``; the config check follows them up the chain."""
+    shared = set(schema_of(ShardedDataModule).params)
     assert {"batch_size", "val_size", "seed", "limit_train", "limit_test"} <= shared
     for cls in (InMemoryDataModule, CIFARDataModule, SyntheticDataModule, FolderDataModule):
-        params = inspect.signature(cls).parameters  # what Hydra key checks read
-        assert shared <= set(params), cls.__name__
-        assert all(p.kind is not p.VAR_KEYWORD for p in params.values()), cls.__name__
-    assert inspect.signature(SyntheticDataModule).parameters["batch_size"].default == 32  # family defaults
-    assert inspect.signature(FolderDataModule).parameters["batch_size"].default == 256
-    assert {"padding", "flip", "device_resident"} <= set(inspect.signature(CIFARDataModule).parameters)
-    assert "num_classes" not in inspect.signature(CIFARDataModule).parameters  # fixed by the family
-    assert "padding" not in inspect.signature(FolderDataModule).parameters  # in-memory only
-    with pytest.raises(
-        TypeError, match=r"SyntheticDataModule: unknown data setting.*paddding=3.*allowed: .*padding"
-    ):
+        schema = schema_of(cls)  # what the config check reads
+        assert shared <= set(schema.params) and not schema.open, cls.__name__
+    assert schema_of(SyntheticDataModule).params["batch_size"].default == 32  # family defaults
+    assert schema_of(FolderDataModule).params["batch_size"].default == 256
+    assert {"padding", "flip", "device_resident"} <= set(schema_of(CIFARDataModule).params)
+    assert "num_classes" not in schema_of(CIFARDataModule).params  # fixed by the family
+    assert "padding" not in schema_of(FolderDataModule).params  # in-memory only
+    with pytest.raises(TypeError, match="paddding"):
         SyntheticDataModule(paddding=3)
-    with pytest.raises(TypeError, match=r"FolderDataModule: unknown data setting.*padding=4"):
-        FolderDataModule("/not/read", padding=4)
+    with pytest.raises(ConfigError, match=r"data.paddding=3 is not allowed: .*did you mean data.padding"):
+        check_section("data", {"_target_": "ssd.data.SyntheticDataModule", "paddding": 3})
+    with pytest.raises(
+        ConfigError, match=r"data.padding=4 is not allowed: data \(ssd.data.FolderDataModule\) has no key"
+    ):
+        check_section("data", {"_target_": "ssd.data.FolderDataModule", "root": "/not/read", "padding": 4})
 
 
 @pytest.mark.parametrize("data", ["synthetic", "cifar10", "cifar100", "imagefolder"])
 def test_every_data_config_composes_and_builds(data: str, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from ssd.config.keys import check_unknown_keys
-
     cfg = compose_cfg([f"data={data}", "data.limit_train=40", "data.limit_test=8"], tmp_path)
-    check_unknown_keys(cfg)
+    check_section("data", resolve_auto(cfg)["data"])
     dm = instantiate(cfg.data)  # nothing is read until the data is needed
     assert isinstance(dm, ShardedDataModule) and dm.batch_size == cfg.data.batch_size
     assert (dm.seed, dm.limit_train, dm.limit_test) == (cfg.seed, 40, 8)

@@ -1,19 +1,22 @@
-"""Denoisers: shapes, identity at init, trainability, registry, input checks."""
+"""Denoisers: shapes, identity at init, trainability, their configs, input checks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ssd.models import DENOISERS, DnCNN, UNet, build_denoiser
+from ssd.models import DnCNN, UNet
+from ssd.parts import denoiser_factory
+from ssd.stages import group_section
 
 SMALL = {"dncnn": {"depth": 4, "width": 8}, "unet": {"base": 8, "depth": 2}}
+CLASSES = {"dncnn": DnCNN, "unet": UNet}
 
 
 @pytest.mark.parametrize("arch", ["dncnn", "unet"])
 def test_shape_and_identity_at_init(arch: str) -> None:
     torch.manual_seed(0)
-    model = build_denoiser(arch, **SMALL[arch])
+    model = CLASSES[arch](**SMALL[arch])
     x = torch.rand(2, 3, 32, 32)
     for mode in (model.train, model.eval):
         mode()
@@ -25,7 +28,7 @@ def test_shape_and_identity_at_init(arch: str) -> None:
 @pytest.mark.parametrize("arch", ["dncnn", "unet"])
 def test_gradient_flows(arch: str) -> None:
     torch.manual_seed(0)
-    model = build_denoiser(arch, **SMALL[arch])
+    model = CLASSES[arch](**SMALL[arch])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.rand(2, 3, 32, 32)
     target = x * 0.5
@@ -68,8 +71,10 @@ def test_unet_other_channels_and_depth() -> None:
     assert torch.equal(model(x), x)
 
 
-def test_registry_and_unknown_arch() -> None:
-    assert set(DENOISERS) == {"dncnn", "unet"}
-    assert isinstance(build_denoiser("dncnn", depth=3, width=8), DnCNN)
-    with pytest.raises(ValueError, match=r"denoiser.arch='bm3d' is not known; valid: dncnn, unet"):
-        build_denoiser("bm3d")
+def test_denoiser_configs_name_their_class() -> None:
+    """conf/denoiser/*.yaml are _target_ sections (no registry): each builds its network."""
+    built = {
+        name: denoiser_factory(group_section("denoiser", name))() for name in ("dncnn", "dncnn_small", "unet")
+    }
+    assert isinstance(built["dncnn"], DnCNN) and isinstance(built["unet"], UNet)
+    assert len(built["dncnn_small"].net) < len(built["dncnn"].net)  # depth 8 extends dncnn

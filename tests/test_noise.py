@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ssd.config import ConfigError
 from ssd.noise import (
-    NOISE_MODELS,
     CounterDraws,
     Draws,
     GaussianNoise,
@@ -17,14 +17,16 @@ from ssd.noise import (
     NoNoise,
     PoissonGaussianNoise,
     PoissonNoise,
-    build_noise,
+    check_draws_only,
     fixed_noisy,
     sample_keys,
     sample_seed,
-    training_generator,
 )
 from ssd.noise.hashing import MASK64, splitmix64, splitmix64_ref, stream_keys, to_int64
 from ssd.noise.poisson import SMALL_RATE, poisson_counts
+from ssd.parts import build_noise
+from ssd.paths import conf_dir
+from ssd.seeding import generator
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -153,56 +155,80 @@ def test_describe():
 # --- build_noise and validation -----------------------------------------------------------
 
 
-def test_build_noise_each_name():
-    assert set(NOISE_MODELS) == {"gaussian", "poisson", "poisson_gaussian", "none"}
-    assert build_noise({"name": "gaussian", "sigma": 0.2}) == GaussianNoise(0.2)
-    assert build_noise({"name": "poisson", "ppp": 10, "clip": True}) == PoissonNoise(10.0, clip=True)
-    assert build_noise({"name": "poisson_gaussian", "ppp": 10, "read_sigma": 0.01}) == (
-        PoissonGaussianNoise(10.0, 0.01)
+def test_build_noise_from_target_sections():
+    assert build_noise(
+        {"_target_": "ssd.noise.GaussianNoise", "sigma": 0.2, "clip": False, "sigma_max": None}
+    ) == (GaussianNoise(0.2))
+    assert build_noise({"_target_": "ssd.noise.PoissonNoise", "ppp": 10, "clip": True}) == PoissonNoise(
+        10.0, clip=True
     )
-    assert build_noise({"name": "none"}) == NoNoise()
-
-
-def test_build_noise_dictconfig_extra_and_null_keys():
-    cfg = OmegaConf.create(
-        {"name": "gaussian", "sigma": 0.1, "sigma_max": 0.3, "clip": False, "ppp": None, "eval_seed": 1}
-    )
-    assert build_noise(cfg) == GaussianNoise(0.1, sigma_max=0.3)
-    cfg = OmegaConf.create({"name": "poisson", "sigma": 0.2, "sigma_max": None, "ppp": 5, "read_sigma": None})
-    assert build_noise(cfg) == PoissonNoise(5.0)
-
-
-def test_build_noise_unknown_name_lists_valid():
-    with pytest.raises(ValueError) as err:
-        build_noise({"name": "speckle", "sigma": 0.1})
-    for name in NOISE_MODELS:
-        assert name in str(err.value)
-    with pytest.raises(ValueError, match="noise.name"):
-        build_noise({"sigma": 0.1})
-
-
-def test_build_noise_missing_parameter():
-    with pytest.raises(ValueError, match="noise.sigma is missing"):
-        build_noise({"name": "gaussian"})
+    pg = {"_target_": "ssd.noise.PoissonGaussianNoise", "ppp": 10, "read_sigma": 0.01, "eval_levels": [1.0]}
+    assert build_noise(pg) == PoissonGaussianNoise(10.0, 0.01)  # eval_levels: ssd's, not the model's
+    assert build_noise(OmegaConf.create({"_target_": "ssd.noise.NoNoise"})) == NoNoise()
+    assert isinstance(build_noise({"_target_": "ssd.noise.PoissonNoise", "ppp": 5}).ppp, float)
 
 
 @pytest.mark.parametrize(
-    ("cfg", "message"),
+    ("kwargs", "message"),
     [
-        ({"name": "gaussian", "sigma": -0.1}, "noise.sigma=-0.1 is not allowed: must be a number >= 0"),
-        ({"name": "gaussian", "sigma": "0.2"}, "noise.sigma='0.2' is not allowed"),
-        ({"name": "gaussian", "sigma": True}, "noise.sigma=True is not allowed"),
-        ({"name": "gaussian", "sigma": float("nan")}, "noise.sigma=nan is not allowed"),
-        ({"name": "gaussian", "sigma": 0.3, "sigma_max": 0.2}, "noise.sigma_max=0.2 is not allowed"),
-        ({"name": "gaussian", "sigma": 0.3, "clip": "yes"}, "noise.clip='yes' is not allowed"),
-        ({"name": "poisson", "ppp": 0}, "noise.ppp=0 is not allowed: must be a number > 0"),
-        ({"name": "poisson_gaussian", "ppp": 5, "read_sigma": -1}, "noise.read_sigma=-1 is not allowed"),
+        ({"sigma": -0.1}, "noise.sigma=-0.1 is not allowed: must be a finite number >= 0"),
+        ({"sigma": "0.2"}, "noise.sigma='0.2' is not allowed"),
+        ({"sigma": True}, "noise.sigma=True is not allowed"),
+        ({"sigma": float("nan")}, "noise.sigma=nan is not allowed"),
+        ({"sigma": 0.3, "sigma_max": 0.2}, "noise.sigma_max=0.2 is not allowed"),
+        ({"sigma": 0.3, "clip": "yes"}, "noise.clip='yes' is not allowed"),
     ],
 )
-def test_build_noise_bad_values_name_the_key(cfg: dict, message: str):
+def test_bad_values_name_the_key(kwargs: dict, message: str):
     with pytest.raises(ValueError) as err:
-        build_noise(cfg)
+        GaussianNoise(**kwargs)
     assert message in str(err.value)
+    with pytest.raises(ValueError, match="noise.ppp=0 is not allowed: must be a finite number > 0"):
+        PoissonNoise(0)
+    with pytest.raises(ValueError, match="noise.read_sigma=-1 is not allowed"):
+        PoissonGaussianNoise(5, -1)
+
+
+# --- the contract: randomness only from the draws handed in ---------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "noise").glob("*.yaml")))
+def test_every_noise_config_keeps_the_contract(name: str):
+    from ssd.stages import group_section
+
+    noise = build_noise(group_section("noise", name))
+    check_draws_only(noise)
+    for level in group_section("noise", name)["eval_levels"]:
+        check_draws_only(noise.at_level(level))
+
+
+def test_the_contract_catches_a_model_that_draws_for_itself():
+    """A noise model that calls torch.rand / draws one value per batch / mixes images is refused."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class OwnRandomness(GaussianNoise):
+        def _apply(self, x, draws):
+            return x + self.sigma * torch.randn_like(x)  # the global RNG: evaluation noise would move
+
+    @dataclass(frozen=True)
+    class OneDrawPerBatch(GaussianNoise):
+        def _apply(self, x, draws):
+            n = draws.normal((1, *x.shape[1:]), dtype=x.dtype, device=x.device)  # shape check refuses it
+            return x + self.sigma * n
+
+    @dataclass(frozen=True)
+    class MixesImages(GaussianNoise):
+        def _apply(self, x, draws):
+            return x + self.sigma * draws.normal(tuple(x.shape), dtype=x.dtype, device=x.device) + x.mean()
+
+    check_draws_only(GaussianNoise(0.2))
+    with pytest.raises(ConfigError, match="a random number not taken from the draws"):
+        check_draws_only(OwnRandomness(0.2))
+    with pytest.raises(ValueError, match="first dimension must be the batch"):
+        check_draws_only(OneDrawPerBatch(0.2))
+    with pytest.raises(ConfigError, match="depends on the other images of its batch"):
+        check_draws_only(MixesImages(0.2))
 
 
 # --- fixed evaluation noise and training streams -----------------------------------------
@@ -251,14 +277,14 @@ def test_sample_seed_well_mixed():
     assert sample_seed(-1, 3) >= 0  # negative seeds are fine
 
 
-def test_training_generator_per_rank():
-    r0 = torch.rand(1000, generator=training_generator(0, 0, "cpu"))
-    r1 = torch.rand(1000, generator=training_generator(0, 1, "cpu"))
-    assert not torch.equal(r0, r1)
-    again = torch.rand(1000, generator=training_generator(0, 0, torch.device("cpu")))
-    assert torch.equal(r0, again)
-    other_seed = torch.rand(1000, generator=training_generator(1, 0, "cpu"))
-    assert not torch.equal(r0, other_seed)
+def test_training_noise_stream_per_rank_and_epoch():
+    def draw(seed: int, rank: int, epoch: int) -> torch.Tensor:
+        return torch.rand(1000, generator=generator(seed, "noise", rank, epoch, "cpu"))
+
+    r0 = draw(0, 0, 0)
+    assert torch.equal(r0, draw(0, 0, 0))
+    assert not torch.equal(r0, draw(0, 1, 0)) and not torch.equal(r0, draw(0, 0, 1))
+    assert not torch.equal(r0, draw(1, 0, 0))
 
 
 # --- counter-based evaluation noise (issue 12) ----------------------------------------------

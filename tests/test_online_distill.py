@@ -11,11 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError
-from ssd.config.validate import validate
 from ssd.fit import build_module, fit_stage
 from ssd.noise import fixed_noisy
-from ssd.pipeline import build_datamodule
+from ssd.pipeline import load_data
 from ssd.strategies.online_distill import OnlineDistillation, ema_decay_at, warmup_scale
+from ssd.validate import validate
 from tests.helpers import TINY, compose_cfg
 
 SMALL_FIT = [
@@ -34,8 +34,8 @@ def online_cfg(*overrides: str) -> dict[str, Any]:
 
 
 def make_module(cfg: dict[str, Any]) -> tuple[OnlineDistillation, Any]:
-    datamodule, info = build_datamodule(cfg)
-    return build_module(cfg, info, {}), datamodule
+    datamodule, facts = load_data(cfg)
+    return build_module(cfg, facts, {}), datamodule
 
 
 def first_batch(datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,11 +52,10 @@ def test_decay_schedule_and_warmup_ramp() -> None:
 
 def test_config_defaults_labels_and_errors() -> None:
     cfg = online_cfg()
-    assert cfg["strategy"]["teacher_input"] == "same" and OnlineDistillation.required_roles(cfg) == ()
-    assert OnlineDistillation.method_label(cfg) == "online_distill:same"
-    assert (
-        OnlineDistillation.method_label(online_cfg("strategy.teacher_input=clean")) == "online_distill:clean"
-    )
+    assert cfg["strategy"]["teacher_input"] == "same" and OnlineDistillation.requires == ()
+    assert OnlineDistillation.method_label(cfg["strategy"]) == "online_distill:same"
+    clean = online_cfg("strategy.teacher_input=clean")["strategy"]
+    assert OnlineDistillation.method_label(clean) == "online_distill:clean"
     for override, message in [
         ("strategy.ema_decay=1.5", "strategy.ema_decay=1.5 is not allowed"),
         ("strategy.warmup_epochs=-1", "strategy.warmup_epochs=-1 is not allowed"),
@@ -70,7 +69,7 @@ def test_config_defaults_labels_and_errors() -> None:
 
 def test_ema_moves_toward_the_student_by_the_documented_rule() -> None:
     module, _ = make_module(online_cfg("strategy.ema_decay=0.3"))
-    student, ema = module.net, module.ema
+    student, ema = module.net, module.ema.module
     assert all(
         torch.equal(a, b)
         for a, b in zip(ema.state_dict().values(), student.state_dict().values(), strict=True)
@@ -96,7 +95,7 @@ def test_ema_moves_toward_the_student_by_the_documented_rule() -> None:
             if name.endswith("running_var"):
                 b.mul_(3.0)
     module.update_ema()  # update 1: d = min(0.3, 1/2) = 0.3
-    assert int(module.ema_updates) == 2
+    assert int(module.ema.n_averaged) == 2
     for name, value in ema.state_dict().items():
         target = student.state_dict()[name]
         if value.is_floating_point():
@@ -115,7 +114,7 @@ def test_no_gradient_into_the_ema_and_eval_mode_batchnorm() -> None:
     loss.backward()
     assert all(p.grad is None and not p.requires_grad for p in module.ema.parameters())
     assert any(p.grad is not None for p in module.net.parameters())
-    trainable = {id(p) for p in module.trainable_parameters()}
+    trainable = {id(p) for p in module.param_groups()}
     assert not trainable & {id(p) for p in module.ema.parameters()}
     assert "distill_scale" not in logs  # outside a fit: no warm-up to count steps of
     assert loss.item() == pytest.approx((logs["ce"] + logs["feat"]).item(), rel=1e-5)
@@ -133,10 +132,12 @@ def test_the_distillation_term_ramps_from_zero() -> None:
 def test_a_fit_updates_the_ema_every_step_and_tests_it(tmp_path: Path) -> None:
     cfg = online_cfg(*SMALL_FIT, "data.batch_size=16")
     module, datamodule = make_module(cfg)
-    _, info = build_datamodule(cfg)
+    _, info = load_data(cfg)
     trained, result = fit_stage(cfg, "main", tmp_path / "main", datamodule, info, {}, "test")
     steps = int(trained.trainer.global_step)
-    assert steps == 4 and int(trained.ema_updates) == steps  # 64 images / 16 per batch, one update per step
+    assert (
+        steps == 4 and int(trained.ema.n_averaged) == steps
+    )  # 64 images / 16 per batch, one update per step
     metrics = result["metrics"]
     assert {"test/acc", "test/acc_clean", "test/acc_ema", "test/acc_ema_clean"} <= set(metrics)
     assert trained.warmup_steps == 8  # strategy.warmup_epochs=2 of 4 batches
@@ -150,4 +151,4 @@ def test_a_fit_updates_the_ema_every_step_and_tests_it(tmp_path: Path) -> None:
     assert metrics["test/acc_ema"] == pytest.approx(correct / total)
     ckpt = torch.load(tmp_path / "main" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert any(k.startswith("ema.") for k in ckpt["state_dict"])  # a resumed run keeps its teacher
-    assert int(ckpt["state_dict"]["ema_updates"]) == steps
+    assert int(ckpt["state_dict"]["ema.n_averaged"]) == steps

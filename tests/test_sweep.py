@@ -157,13 +157,16 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
     """Group = the sweep, job type = the stage, name = the job folder, the full resolved config."""
     from lightning.pytorch.loggers import WandbLogger
 
-    from ssd.loggers import build_logger
+    from ssd.parts import build_loggers
+    from ssd.stage_info import StageInfo
 
     cfg = OmegaConf.to_container(
-        compose_cfg([*TINY, "logger=wandb", "tags=[paper]", "logger.entity=lab"], tmp_path), resolve=True
+        compose_cfg([*TINY, "logger=wandb", "tags=[paper]", "logger.wandb.entity=lab"], tmp_path),
+        resolve=True,
     )
     stage_dir = tmp_path / "sweep" / "noise.sigma=0.1,seed=0,strategy=vanilla" / "main"
-    logger = build_logger(cfg, "main", stage_dir, "sweep")
+    stage = StageInfo(dir=stage_dir, role="main", group="sweep", config=cfg)
+    (logger,) = build_loggers(cfg, stage)
     assert isinstance(logger, WandbLogger)
     init = logger._wandb_init  # noqa: SLF001 - what wandb.init will get; no run is started here
     assert (init["group"], init["job_type"], init["project"], init["entity"]) == (
@@ -174,7 +177,7 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
     )
     assert init["name"] == "noise.sigma=0.1,seed=0,strategy=vanilla/main" and init["tags"] == ["paper"]
     assert init["config"] == cfg and init["resume"] == "allow"
-    again = build_logger(cfg, "main", stage_dir, "sweep")
+    (again,) = build_loggers(cfg, stage)
     assert again._wandb_init["id"] == init["id"] == (stage_dir / "wandb_id.txt").read_text()  # noqa: SLF001 - a resumed stage continues its run
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import colorsys
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from ssd.config.signatures import Range
+from ssd.data.base import PositiveInt
 from ssd.data.memory import Arrays, InMemoryDataModule
 
 
@@ -44,11 +46,11 @@ class SyntheticDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        num_classes: int = 4,
-        image_size: int = 16,
-        train: int = 256,
-        test: int = 128,
-        data_seed: int = 0,
+        num_classes: PositiveInt = 4,
+        image_size: PositiveInt = 16,
+        train: PositiveInt = 256,
+        test: PositiveInt = 128,
+        data_seed: Annotated[int, Range(ge=0)] = 0,
         *,
         name: str = "synthetic",
         batch_size: int = 32,
@@ -57,10 +59,17 @@ class SyntheticDataModule(InMemoryDataModule):
     ) -> None:
         padding = max(1, image_size // 8) if padding is None else padding
         super().__init__(
-            num_classes=num_classes, name=name, batch_size=batch_size, padding=padding, **settings
+            num_classes=num_classes,
+            image_size=image_size,
+            name=name,
+            batch_size=batch_size,
+            padding=padding,
+            **settings,
         )
         self.n_train, self.n_test, self.data_seed = int(train), int(test), int(data_seed)
-        self._image_size = int(image_size)
+
+    def declared_train_images(self) -> int:
+        return min(self.n_train, self.limit_train or self.n_train)
 
     def load_arrays(self) -> tuple[Arrays, str]:
         rng = np.random.default_rng(self.data_seed)

@@ -13,8 +13,6 @@ layers do too.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -118,13 +116,3 @@ class UNet(nn.Module):
             y = up(y, skips.pop())
         out = x + self.out(y)
         return out.clamp(0.0, 1.0) if self.clamp_output else out
-
-
-DENOISERS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "unet": UNet}
-
-
-def build_denoiser(arch: str, **kwargs: Any) -> nn.Module:
-    """Build ``DENOISERS[arch](**kwargs)`` (Hydra target ``ssd.models.build_denoiser``)."""
-    if arch not in DENOISERS:
-        raise ValueError(f"denoiser.arch={arch!r} is not known; valid: {', '.join(DENOISERS)}")
-    return DENOISERS[arch](**kwargs)
