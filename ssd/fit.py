@@ -185,6 +185,7 @@ def fit_stage(
         else:
             log.info("stage %s: %s trains nothing here; evaluation only", role, cfg["strategy"]["name"])
         fit_seconds = time.perf_counter() - start
+        validated = trainer.callback_metrics.get("val/acc")  # the last epoch's, before the test resets them
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start - fit_seconds
         exit_code = 0
@@ -198,6 +199,9 @@ def fit_stage(
         "metrics": metrics,
         "test_acc": metrics.get("test/acc"),
         "clean_acc": metrics.get("test/acc_clean"),
+        "val_acc": float(validated)
+        if validated is not None
+        else None,  # what a hyperparameter search maximises
         "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
         "epochs": int(trainer.current_epoch),
         "fit_seconds": fit_seconds,

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
 IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
 # what a stage record keeps of a cached stage's training (cost accounting in reports)
-CACHED_FIELDS = ("metrics", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
+CACHED_FIELDS = ("metrics", "val_acc", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
 
 
 def launch_id() -> str:
@@ -238,7 +238,11 @@ class Pipeline:
             else:
                 known = plan.get("cached") or {}
             # the main stage keeps its fresh test metrics; its training cost is the original training's
-            fields = ("fit_seconds", "epochs", "train_images_per_s", "created") if main else CACHED_FIELDS
+            fields = (
+                ("fit_seconds", "epochs", "train_images_per_s", "created", "val_acc")
+                if main
+                else CACHED_FIELDS
+            )
             record.update({f: known[f] for f in fields if f in known})
             metrics = record.get("metrics") or {}
             record.setdefault("test_acc", metrics.get("test/acc"))
@@ -289,6 +293,7 @@ class Pipeline:
             "data": {"source": str(self.datamodule.source), **self.fingerprint},
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
+            "val_acc": main.get("val_acc"),
             "robustness": main["robustness"],
             **{k: main["metrics"][f"test/{k}"] for k in IMAGE_METRICS if f"test/{k}" in main["metrics"]},
             "wall_time_s": time.perf_counter() - start,

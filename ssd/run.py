@@ -196,13 +196,13 @@ class OutputFolderCheck(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")  # checkout or wheel
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the noisy test accuracy (for Hydra sweepers)."""
+    """Hydra entry point; returns ``results[objective]`` (what a Hydra sweeper such as Optuna maximises)."""
     run_dir, group = run_dir_and_group(cfg)
     with handle_signals():  # SIGTERM / SIGINT -> status interrupted, exit 143 / 130
         code, results = execute(cfg, run_dir, group)
     if code:
         sys.exit(code)
-    return (results or {}).get("test_acc")
+    return (results or {}).get(cfg.objective)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class RunSettings(TypedDict):
     eval_only: bool
     tags: list[str]
     sweep_name: str
+    objective: Literal["test_acc", "val_acc"]
 
 
 # --------------------------------------------------------------------------- sections

@@ -193,3 +193,33 @@ def test_offline_wandb_run_has_curve_and_images(tmp_path: Path, monkeypatch: pyt
     (table,) = media.glob("table/robustness_table_*.table.json")
     assert json.loads(table.read_text())["columns"] == ["sigma", "accuracy"]
     assert list(media.glob("images/images/test_noise_levels_*.png"))
+
+
+# --------------------------------------------------------------------------- Optuna (conf/hparams_search)
+
+
+def test_an_optuna_search_tunes_lambda_and_taps_and_trains_the_teacher_once(tmp_path: Path) -> None:
+    """``-m hparams_search=self_distill_optuna``: trials differ in lambda/taps only, so the stage cache
+    serves the first trial's teacher to the others; Optuna maximises the validation accuracy."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = [
+        "hydra.mode=MULTIRUN",
+        "hparams_search=self_distill_optuna",
+        *(o for o in SMALL if not o.startswith("data.val_size")),
+        "data.val_size=16",
+        "hydra.sweeper.n_trials=3",
+    ]
+    done = run_cli(args, tmp_path, env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert sweep.name == "optuna-self_distill-gaussian0.1"
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert set(best.best_params) == {"strategy.lambda", "strategy.taps"} and 0 <= best.best_value <= 1
+    trials = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert len(trials) == 3 and all(
+        t["status"] == "complete" and t["strategy"] == "self_distill" for t in trials
+    )
+    assert best.best_value == max(t["val_acc"] for t in trials)  # the objective: validation, not test
+    sources = sorted(t["stages"]["teacher"]["source"] for t in trials)
+    assert sources == ["cache", "cache", "train"]  # one teacher for the whole search
+    assert len({t["stages"]["teacher"]["key"] for t in trials}) == 1
