@@ -63,10 +63,10 @@ class RankFailed(RuntimeError):
 
 def processes_per_node(trainer_cfg: Mapping[str, Any]) -> int:
     """How many processes ``trainer.devices`` asks for on each node (as Lightning counts them)."""
-    devices = trainer_cfg.get("devices", 1)
+    devices = trainer_cfg["devices"]
     if isinstance(devices, int) and devices > 0:
         return devices
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    accelerator = str(trainer_cfg["accelerator"])
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return max(torch.cuda.device_count(), 1)
     if accelerator == "cpu" and devices in (-1, "-1"):
@@ -76,10 +76,10 @@ def processes_per_node(trainer_cfg: Mapping[str, Any]) -> int:
 
 def needs_script_launch(trainer_cfg: Mapping[str, Any]) -> bool:
     """Whether Lightning would start this job's ranks by re-running the script."""
-    strategy = str(trainer_cfg.get("strategy", "auto"))
+    strategy = str(trainer_cfg["strategy"])
     if strategy in SCRIPT_LAUNCHED:
         return True
-    many = processes_per_node(trainer_cfg) > 1 or int(trainer_cfg.get("num_nodes", 1)) > 1
+    many = processes_per_node(trainer_cfg) > 1 or int(trainer_cfg["num_nodes"]) > 1
     return strategy == "auto" and many
 
 
@@ -180,7 +180,7 @@ def launch_ranks(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run this Hydra job on ``trainer.devices`` ranks started by torchrun; return its results."""
     from hydra.core.hydra_config import HydraConfig
 
-    if int(cfg.trainer.get("num_nodes", 1)) > 1:
+    if int(cfg.trainer.num_nodes) > 1:
         raise ConfigError(
             f"trainer.num_nodes={cfg.trainer.num_nodes} is not allowed without a cluster launcher: start "
             "every node with torchrun (--nnodes, see README 'torchrun') or use hydra/launcher=slurm"

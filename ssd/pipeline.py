@@ -268,9 +268,11 @@ class Pipeline:
         self.fingerprint = data_fingerprint(self.datamodule)
         # a batch larger than the training set fails here, before training
         splits = self.fingerprint["splits"]
-        n_images = splits["train"] + splits.get("val", 0)
         check_batch_fits(
-            int(self.datamodule.batch_size), n_images, splits.get("val", 0), "the data's train + val"
+            int(self.datamodule.batch_size),
+            splits["train"] + splits["val"],
+            splits["val"],
+            "the data's train + val",
         )
         self.total_stages = count_stages(cfg)
         job_type = "student" if "teacher" in strategy_class(cfg["strategy"]).requires else "main"

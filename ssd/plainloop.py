@@ -116,7 +116,7 @@ def forward_with_taps(net: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
 def accuracy(net: nn.Module, x: Tensor, y: Tensor, sigma: float, eval_seed: int, bf16: bool) -> float:
     """Accuracy under ssd's fixed evaluation noise (noise of image i depends on (eval_seed, i) only)."""
     net.eval()
-    noise = GaussianNoise(sigma)
+    noise = GaussianNoise(sigma, clip=False, sigma_max=None)
     correct = 0
     for idx in torch.arange(len(y)).split(512):
         xb = fixed_noisy(noise, x[idx].float().div(255), idx, eval_seed)

@@ -168,7 +168,7 @@ def prepare_run_dir(container: Mapping[str, Any], run_dir: Path) -> None:
     """
     identity = run_identity(container)
     digest = config_digest(identity)
-    if not container.get("resume", True):
+    if not container["resume"]:
         supersede(run_dir)
     else:
         previous = previous_identity(run_dir)

@@ -19,7 +19,7 @@ import torch
 import ssd.parts
 from ssd import models
 from ssd.run import execute
-from tests.helpers import TINY, compose_cfg, run_cli
+from tests.helpers import TINY, compose_cfg, datamodule, run_cli
 
 #: a synthetic run small enough that nothing here would take long even if it did start
 BASE = [
@@ -300,8 +300,6 @@ def test_image_folder_skips_files_that_are_not_images(
     import numpy as np
     from PIL import Image
 
-    from ssd.data import FolderDataModule
-
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for cls in ("a", "b"):
@@ -314,7 +312,9 @@ def test_image_folder_skips_files_that_are_not_images(
     whole = (tmp_path / "imgs" / "train" / "b" / "0.png").read_bytes()
     (tmp_path / "imgs" / "train" / "b" / "cut.png").write_bytes(whole[: len(whole) // 2])  # header intact
 
-    dm = FolderDataModule(tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, num_workers=0)
+    dm = datamodule(
+        "imagefolder", root=tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, num_workers=0
+    )
     with caplog.at_level(logging.WARNING, logger="ssd.data"):
         dm.setup("fit")
     assert dm.split_sizes() == {"train": 7, "val": 0, "test": 6}  # 6 + the cut one; 7 - 1 empty
@@ -324,8 +324,8 @@ def test_image_folder_skips_files_that_are_not_images(
     cut = next(i for i, (path, _) in enumerate(dataset.samples) if path.endswith("cut.png"))
     with pytest.raises(OSError, match=r"cut\.png: not a readable image"):
         dataset[cut]  # cut off after a valid header: named when decoded
-    unchecked = FolderDataModule(
-        tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, check_images=False
+    unchecked = datamodule(
+        "imagefolder", root=tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, check_images=False
     )
     assert unchecked.split_sizes()["train"] == 8
 

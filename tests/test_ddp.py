@@ -160,14 +160,17 @@ def test_eval_only_sweep_over_devices_gives_identical_metrics(
 @pytest.mark.parametrize(
     ("trainer", "expected"),
     [
-        ({"strategy": "auto", "devices": 1, "accelerator": "cpu"}, False),
-        ({"strategy": "auto", "devices": 2, "accelerator": "cpu"}, True),
-        ({"strategy": "ddp", "devices": 1, "accelerator": "cpu"}, True),  # Lightning would still set env vars
+        ({"strategy": "auto", "devices": 1, "num_nodes": 1, "accelerator": "cpu"}, False),
+        ({"strategy": "auto", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}, True),
         (
-            {"strategy": "ddp_spawn", "devices": 2, "accelerator": "cpu"},
+            {"strategy": "ddp", "devices": 1, "num_nodes": 1, "accelerator": "cpu"},
+            True,
+        ),  # Lightning sets env vars
+        (
+            {"strategy": "ddp_spawn", "devices": 2, "num_nodes": 1, "accelerator": "cpu"},
             False,
-        ),  # Lightning spawns those itself
-        ({"strategy": "auto", "devices": "auto", "accelerator": "cpu"}, False),
+        ),  # Lightning spawns
+        ({"strategy": "auto", "devices": "auto", "num_nodes": 1, "accelerator": "cpu"}, False),
         ({"strategy": "auto", "devices": 1, "num_nodes": 2, "accelerator": "cpu"}, True),
     ],
 )

@@ -9,7 +9,10 @@ from ssd.models import DnCNN, UNet
 from ssd.parts import denoiser_factory
 from ssd.stages import group_section
 
-SMALL = {"dncnn": {"depth": 4, "width": 8}, "unet": {"base": 8, "depth": 2}}
+SMALL = {
+    "dncnn": {"depth": 4, "width": 8, "channels": 3, "residual": True, "clamp_output": False},
+    "unet": {"base": 8, "depth": 2, "channels": 3, "clamp_output": False},
+}
 CLASSES = {"dncnn": DnCNN, "unet": UNet}
 
 
@@ -44,7 +47,7 @@ def test_gradient_flows(arch: str) -> None:
 
 
 def test_dncnn_residual_false_is_not_identity() -> None:
-    model = DnCNN(depth=3, width=8, residual=False)
+    model = DnCNN(depth=3, width=8, channels=3, residual=False, clamp_output=False)
     x = torch.rand(1, 3, 16, 16)
     assert model(x).shape == x.shape
     assert not torch.equal(model(x), x)
@@ -52,21 +55,21 @@ def test_dncnn_residual_false_is_not_identity() -> None:
 
 def test_clamp_output() -> None:
     x = torch.rand(1, 3, 16, 16) * 2 - 0.5
-    assert torch.equal(DnCNN(depth=3, width=8)(x), x)
-    out = DnCNN(depth=3, width=8, clamp_output=True)(x)
+    assert torch.equal(DnCNN(depth=3, width=8, channels=3, residual=True, clamp_output=False)(x), x)
+    out = DnCNN(depth=3, width=8, channels=3, residual=True, clamp_output=True)(x)
     assert out.min() >= 0 and out.max() <= 1
-    out = UNet(base=4, depth=1, clamp_output=True)(x)
+    out = UNet(channels=3, base=4, depth=1, clamp_output=True)(x)
     assert out.min() >= 0 and out.max() <= 1
 
 
 def test_unet_rejects_indivisible_size() -> None:
-    model = UNet(base=4, depth=2)
+    model = UNet(channels=3, base=4, depth=2, clamp_output=False)
     with pytest.raises(ValueError, match=r"divisible by 4; got 30x32"):
         model(torch.rand(1, 3, 30, 32))
 
 
 def test_unet_other_channels_and_depth() -> None:
-    model = UNet(channels=1, base=4, depth=3)
+    model = UNet(channels=1, base=4, depth=3, clamp_output=False)
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(model(x), x)
 

@@ -27,7 +27,7 @@ PositiveInt = Annotated[int, Range(gt=0)]
 class ShardedDataModule(L.LightningDataModule, ABC):
     """Train/val/test splits served as ``(x, y, idx)`` batches, each split sharded over devices.
 
-    Settings (keyword-only; the keys every ``conf/data/*.yaml`` may set):
+    Settings (keyword-only; the keys every ``conf/data/*.yaml`` sets: their defaults live there):
         name: the dataset's name (logs, results).
         batch_size: GLOBAL training batch (split evenly over devices; must divide).
         eval_batch_size: GLOBAL eval batch (default ``batch_size``; split rounding up).
@@ -43,15 +43,15 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         self,
         *,
         name: str,
-        batch_size: PositiveInt = 128,
-        eval_batch_size: PositiveInt | None = None,
-        val_size: ValSize = 0.1,
-        split_seed: Annotated[int, Range(ge=0)] = 0,
-        seed: Annotated[int, Range(ge=0)] = 0,
-        augment: bool = True,
-        channels_last: bool = False,
-        limit_train: PositiveInt | None = None,
-        limit_test: PositiveInt | None = None,
+        batch_size: PositiveInt,
+        eval_batch_size: PositiveInt | None,
+        val_size: ValSize,
+        split_seed: Annotated[int, Range(ge=0)],
+        seed: Annotated[int, Range(ge=0)],
+        augment: bool,
+        channels_last: bool,
+        limit_train: PositiveInt | None,
+        limit_test: PositiveInt | None,
     ) -> None:
         super().__init__()
         self.name = name

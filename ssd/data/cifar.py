@@ -282,11 +282,11 @@ class CIFARDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        name: Literal["cifar10", "cifar100"] = "cifar10",
-        root: str | Path | None = None,
-        variant: Literal["auto", "full", "subset"] = "auto",
-        download: bool = False,
-        cache_dir: str | Path | None = None,
+        name: Literal["cifar10", "cifar100"],
+        root: str | Path | None,
+        variant: Literal["auto", "full", "subset"],
+        download: bool,
+        cache_dir: str | Path | None,
         **settings: Any,
     ) -> None:
         if name not in CIFAR_NUM_CLASSES:

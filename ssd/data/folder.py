@@ -171,22 +171,18 @@ class FolderDataModule(ShardedDataModule):
             the log) instead of crashing mid-epoch; false skips the check for huge trusted folders.
         augment: RandomResizedCrop + flip for training (else the eval transform).
         limit_train / limit_test: keep N evenly spaced images (folders are sorted by class).
-        batch_size: default 256 here.
     """
 
     def __init__(
         self,
         root: str | Path,
-        image_size: PositiveInt = 224,
-        num_workers: Annotated[int, Range(ge=0)] = 4,
+        image_size: PositiveInt,
+        num_workers: Annotated[int, Range(ge=0)],
+        check_images: bool,
         pin_memory: bool | None = None,
-        check_images: bool = True,
-        *,
-        name: str = "imagefolder",
-        batch_size: int = 256,
         **settings: Any,
     ) -> None:
-        super().__init__(name=name, batch_size=batch_size, **settings)
+        super().__init__(**settings)
         self.root = root
         self.image_size = int(image_size)
         self.num_workers = int(num_workers)

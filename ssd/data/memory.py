@@ -124,7 +124,7 @@ class InMemoryDataModule(ShardedDataModule):
         num_classes: int | None = None,
         image_size: int | None = None,
         *,
-        name: str = "arrays",
+        name: str,
         padding: int = 4,
         flip: bool = True,
         device_resident: bool | str = "auto",

@@ -45,7 +45,6 @@ class NoiseModel(ABC):
     name: ClassVar[str]
     #: the parameter a robustness curve sweeps
     level_name: ClassVar[str] = "sigma"
-    clip: bool = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,7 +84,9 @@ class NoiseModel(ABC):
             raise TypeError(f"noise expects float images in [0,1]; got {got}")
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
         out = self._apply(xf, draws)
-        if self.clip:
+        if getattr(
+            self, "clip", False
+        ):  # a model with a ``clip`` field clamps its output to [0,1] when it is set
             out = out.clamp(0.0, 1.0)
         return out.to(x.dtype)
 
@@ -103,11 +104,11 @@ class NoiseModel(ABC):
         """The same family (and secondary parameters) at another primary level."""
 
     def describe(self) -> str:
-        """Short human-readable form, e.g. ``gaussian(sigma=0.2)``; defaults are omitted."""
+        """Short human-readable form, e.g. ``gaussian(sigma=0.2)``; fields that are off (None, False) are omitted."""
         parts = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if f.default is dataclasses.MISSING or value != f.default:
+            if value is not None and value is not False:
                 parts.append(f"{f.name}={value:g}" if isinstance(value, float) else f"{f.name}={value}")
         return f"{self.name}({', '.join(parts)})"
 
@@ -126,8 +127,8 @@ class GaussianNoise(NoiseModel):
     """
 
     sigma: NonNegative
-    clip: bool = False
-    sigma_max: NonNegative | None = None
+    clip: bool
+    sigma_max: NonNegative | None
 
     name: ClassVar[str] = "gaussian"
     level_name: ClassVar[str] = "sigma"
@@ -143,7 +144,7 @@ class GaussianNoise(NoiseModel):
         return self.sigma
 
     def at_level(self, level: float) -> GaussianNoise:
-        return GaussianNoise(level, clip=self.clip)
+        return GaussianNoise(level, clip=self.clip, sigma_max=None)
 
     def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         if self.sigma_max is None:
@@ -166,7 +167,7 @@ class PoissonNoise(NoiseModel):
     """
 
     ppp: Positive
-    clip: bool = False
+    clip: bool
 
     name: ClassVar[str] = "poisson"
     level_name: ClassVar[str] = "ppp"
@@ -192,7 +193,7 @@ class PoissonGaussianNoise(NoiseModel):
 
     ppp: Positive
     read_sigma: NonNegative
-    clip: bool = False
+    clip: bool
 
     name: ClassVar[str] = "poisson_gaussian"
     level_name: ClassVar[str] = "ppp"
@@ -226,7 +227,7 @@ class NoNoise(NoiseModel):
         return 0.0
 
     def at_level(self, level: float) -> NoiseModel:
-        return NoNoise() if level == 0 else GaussianNoise(level)
+        return NoNoise() if level == 0 else GaussianNoise(level, clip=False, sigma_max=None)
 
     def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         return x.clone()
