@@ -27,7 +27,7 @@ from ssd.callbacks import (
     TrainThroughput,
     last_checkpoint,
 )
-from ssd.config.signatures import Range
+from ssd.config import Range
 from ssd.console import OneLineSummary
 from ssd.console import setup as setup_console
 from ssd.data.protocol import DataFacts, NoisyDataModule

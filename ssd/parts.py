@@ -41,7 +41,8 @@ from hydra.utils import get_class, get_object, instantiate
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
-from ssd.config.signatures import HYDRA_KEYS, Range, as_kwargs, schema_of
+from ssd.config import Range
+from ssd.config.signatures import HYDRA_KEYS, as_kwargs, schema_of
 from ssd.data.protocol import DataFacts, NoisyDataModule
 from ssd.models import Classifier
 from ssd.noise import NoiseModel

@@ -20,7 +20,7 @@ from typing import Annotated
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ssd.config.signatures import Range
+from ssd.config import Range
 
 Epochs = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(ge=0, le=1)]

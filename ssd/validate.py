@@ -20,6 +20,7 @@ Every error names the key, the bad value and what is allowed (``ConfigError``).
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
@@ -31,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ssd import parts
+from ssd.config.annotations import Range, check_value
 from ssd.config.errors import ConfigError
 from ssd.config.resources import check_devices, check_writable, read_weights
-from ssd.config.signatures import Range, check_keys, check_section, check_value, import_target
+from ssd.config.signatures import check_keys, check_section, import_target
 from ssd.data.protocol import DataFacts, NoisyDataModule
 from ssd.data.splits import check_batch_fits
 from ssd.fit import TRAINER_SET_BY_SSD, TrainerSettings
@@ -90,8 +92,6 @@ def _check_run_keys(cfg: Mapping[str, Any]) -> None:
 
 
 def _hints(typed: type) -> dict[str, Any]:
-    import typing
-
     return typing.get_type_hints(typed, include_extras=True)
 
 

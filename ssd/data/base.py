@@ -18,7 +18,7 @@ from typing import Annotated
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ssd.config.signatures import Range
+from ssd.config import Range
 from ssd.data.splits import ShardedSampler, ValSize, per_device_batch, per_device_eval_batch, world_and_rank
 
 PositiveInt = Annotated[int, Range(gt=0)]

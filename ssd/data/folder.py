@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ssd import seeding
-from ssd.config.signatures import Range
+from ssd.config import Range
 from ssd.data.base import PositiveInt, ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.roots import absolute_path

@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data.distributed import DistributedSampler
 
+from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.config.signatures import Range
 from ssd.seeding import generator
 
 #: ``data.val_size``: a fraction in [0, 1) of the training images, or a count >= 0

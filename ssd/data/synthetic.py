@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from ssd.config.signatures import Range
+from ssd.config import Range
 from ssd.data.base import PositiveInt
 from ssd.data.memory import Arrays, InMemoryDataModule
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from ssd.config.signatures import Range
+from ssd.config import Range
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:

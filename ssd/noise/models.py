@@ -23,7 +23,7 @@ from typing import Annotated, ClassVar
 import torch
 from torch import Tensor
 
-from ssd.config.signatures import Range, check_value
+from ssd.config.annotations import Range, check_value
 from ssd.noise.draws import Draws, GeneratorDraws
 
 __all__ = ["NoiseModel", "GaussianNoise", "PoissonNoise", "PoissonGaussianNoise", "NoNoise"]

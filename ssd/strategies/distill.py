@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.config.signatures import Range
 from ssd.models import FeatureTaps, resolve_taps, tap_shapes
 from ssd.models.fold import FoldedBatchNorm
 from ssd.strategies import teacher_stage

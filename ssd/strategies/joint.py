@@ -20,8 +20,8 @@ from typing import Annotated, Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.config.signatures import Range
 from ssd.strategies.denoise_classify import ClassifyDenoised, DenoiseThenClassify
 
 Weight = Annotated[float, Range(ge=0)]

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.config.signatures import Range
 from ssd.seeding import generator
 from ssd.strategies.distill import Distillation, _unwrapped
 
