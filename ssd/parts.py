@@ -112,14 +112,15 @@ def build_noise(section: Mapping[str, Any]) -> NoiseModel:
     return _build({k: v for k, v in section.items() if k not in NOISE.reads})
 
 
+def build_classifier(model: Mapping[str, Any], facts: DataFacts) -> Classifier:
+    """``model``: a fresh ``Classifier``, the backbone for ``facts.num_classes`` normalising with the data's
+    mean and std."""
+    return Classifier(_build(model, num_classes=facts.num_classes), facts.mean, facts.std)
+
+
 def classifier_factory(model: Mapping[str, Any], facts: DataFacts) -> Callable[[], nn.Module]:
-    """``model``: a function building a fresh ``Classifier`` (the backbone for ``facts.num_classes``,
-    normalising with the data's mean and std)."""
-
-    def build() -> nn.Module:
-        return Classifier(_build(model, num_classes=facts.num_classes), facts.mean, facts.std)
-
-    return build
+    """``build_classifier`` waiting to be called (picklable: ``ddp_spawn`` sends modules to its processes)."""
+    return functools.partial(build_classifier, dict(model), facts)
 
 
 def denoiser_factory(section: Mapping[str, Any]) -> Callable[[], nn.Module]:
@@ -135,17 +136,18 @@ def optimizer_factory(optim: Mapping[str, Any]) -> OptimizerFactory:
     return _partial(optim["optimizer"])
 
 
+def build_scheduler(
+    section: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+) -> Any:
+    """``optim.scheduler`` for ``optimizer``, with the step counts where the schedule's signature takes them."""
+    counts = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+    target = get_object(section["_target_"])
+    return _partial(section)(optimizer, **{k: v for k, v in counts.items() if takes(target, k)})
+
+
 def scheduler_factory(optim: Mapping[str, Any]) -> SchedulerFactory:
-    """``optim.scheduler`` (``_partial_: true``), to be finished with the optimizer and the step counts
-    (``total_steps``, ``steps_per_epoch``: passed where the schedule's signature takes them)."""
-    partial = _partial(optim["scheduler"])
-    target = get_object(optim["scheduler"]["_target_"])
-
-    def build(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> Any:
-        counts = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
-        return partial(optimizer, **{k: v for k, v in counts.items() if takes(target, k)})
-
-    return build
+    """``build_scheduler`` of ``optim.scheduler`` waiting for the optimizer and the step counts (picklable)."""
+    return functools.partial(build_scheduler, dict(optim["scheduler"]))
 
 
 # --------------------------------------------------------------------------- strategies

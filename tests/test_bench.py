@@ -259,13 +259,14 @@ def test_splits_are_copied_to_the_training_device_once_when_resident() -> None:
 @pytest.mark.slow
 def test_compiled_networks_keep_their_feature_taps(tmp_path: Path) -> None:
     """trainer.compile=true: a student compiled after a teacher stage of the same class still records taps."""
+    from ssd.data.protocol import DataFacts
     from ssd.fit import build_module
     from ssd.models import FeatureTaps
 
     cfg = OmegaConf.to_container(
         compose_cfg([*TINY, "trainer.compile=true", "trainer.channels_last=false"], tmp_path), resolve=True
     )
-    info = {"num_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}
+    info = DataFacts(4, 16, (0.5,) * 3, (0.25,) * 3)
     x = torch.rand(2, 3, 16, 16)
     build_module(cfg, info, {}).net(x)  # e.g. the teacher stage: compiled and run without hooks
     student = build_module(cfg, info, {}).net
