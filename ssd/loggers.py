@@ -104,7 +104,7 @@ class StageCSVLogger(CSVLogger):
 class StageWandbLogger(WandbLogger):
     """W&B with the run config logged once: at ``wandb.init`` (``config=``, top-level keys).
 
-    Strategies save ``{"cfg": <the same config>, "data_info": ...}`` as hyperparameters (for their
+    Strategies save ``{"cfg": <the same config>, "data": ...}`` as hyperparameters (for their
     checkpoints); Lightning would add that ``cfg`` to the W&B config a second time, as ``cfg.*``.
     """
 

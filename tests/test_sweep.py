@@ -52,7 +52,7 @@ def test_job_folders_fit_the_file_system_however_many_overrides() -> None:
         "strategy.generations=3",
         "noise.sigma=0.2",
         "experiment=cpu_fidelity",
-        "~data.limit_train",
+        "data.limit_train=null",
         "seed=1",
     ]
     names = [compose_cfg([*long, m], return_hydra=True).hydra.sweep.subdir for m in many]
