@@ -488,3 +488,34 @@ def test_ddp_spawn_still_works(tmp_path: Path) -> None:
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").rglob("results.json")]
     res = read_results(run_dir)
     assert res["status"] == "complete" and res["stages"]["main"]["world_size"] == 2
+
+
+def test_torchrun_ranks_get_the_jobs_user_config_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job composed with ``hydra.searchpath`` (out-of-tree parts) hands it to its ranks: each rank composes
+    the same job, its own config groups included."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    started: list[list[str]] = []
+    fake = SimpleNamespace(
+        job=SimpleNamespace(config_name="config", num=0),
+        runtime=SimpleNamespace(config_sources=[]),
+        overrides=SimpleNamespace(
+            hydra=["hydra.searchpath=[file:///mine/conf]", "hydra.run.dir=/elsewhere"],
+            task=["noise=salt_pepper"],
+        ),
+        mode=RunMode.RUN,
+        sweep=SimpleNamespace(subdir="x"),
+    )
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: fake))
+    monkeypatch.setattr(launch, "run_torchrun", lambda cmd, env, what: started.append(list(cmd)))
+    write_json_atomic(tmp_path / "run" / "results.json", {"status": "complete"})
+    cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
+    assert launch.launch_ranks(cfg, tmp_path / "run") == {"status": "complete"}
+    (cmd,) = started
+    assert "hydra.searchpath=[file:///mine/conf]" in cmd and "noise=salt_pepper" in cmd
+    assert "hydra.run.dir=/elsewhere" not in cmd  # the job's own folder is pinned instead
