@@ -6,23 +6,17 @@ library's, or one in your own folder) and its keyword arguments, built with
 few keys of some sections itself (``reads``); everything else goes to the callable, so its
 signature is the schema (``ssd.validate`` checks a section against it before anything runs):
 
-========== ============================ ============================================= ===========================
-section    builds                       ssd fills in                                  ssd reads itself
-========== ============================ ============================================= ===========================
-data       a datamodule                 (nothing)
-noise      a ``NoiseModel``             (nothing)                                     ``eval_levels``
-model      a backbone ``nn.Module``     ``num_classes`` (then wraps it: normalising)
-denoiser   a denoiser ``nn.Module``     (nothing)
-optim      optimizer, schedule          ``params``; ``optimizer``, ``total_steps``,
-                                        ``steps_per_epoch`` (where the schedule takes
-                                        them)
-strategy   a ``NoisyImageModule``       ``classifier``, ``noise``, ``optimizer``,     ``name``, ``optim``, a
-                                        ``scheduler``, ``data``, ``evaluation``,      section per role, the
-                                        ``seed``, ``frozen`` (and ``denoiser`` where  class's ``section_keys``
-                                        ``__init__`` takes it)
-logger.*   a Lightning logger           ``stage`` (``ssd.stage_info.StageInfo``)
-callbacks.* a Lightning callback         ``stage`` (where the callable takes it)
-========== ============================ ============================================= ===========================
+* ``data``: a datamodule; nothing filled in.
+* ``noise``: a ``NoiseModel``; nothing filled in; ssd reads ``eval_levels`` (the robustness curve).
+* ``model``: a backbone ``nn.Module``; ``num_classes`` filled in, then wrapped (``Classifier``: normalising).
+* ``denoiser``: a denoiser ``nn.Module``; nothing filled in.
+* ``optim``: ``optimizer`` gets ``params``; ``scheduler`` gets the optimizer, and ``total_steps`` and
+  ``steps_per_epoch`` where its signature takes them.
+* ``strategy``: a ``NoisyImageModule``; ``classifier``, ``noise``, ``optimizer``, ``scheduler``,
+  ``data``, ``evaluation``, ``seed``, ``frozen`` filled in (and ``denoiser`` where ``__init__`` takes
+  it); ssd reads ``name``, ``optim``, a section per role and the class's ``section_keys``.
+* ``logger.<name>``: a Lightning logger; ``stage`` (``ssd.stage_info.StageInfo``) filled in.
+* ``callbacks.<name>``: a Lightning callback; ``stage`` filled in where the callable takes it.
 
 A YAML key that is a Python keyword arrives with a trailing underscore (``strategy.lambda`` ->
 ``lambda_``): ``ssd.config.signatures.as_kwargs`` is that mapping, the only one.
