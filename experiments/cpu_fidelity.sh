@@ -17,7 +17,7 @@
 #   bash experiments/cpu_fidelity.sh                                   # everything (~3 h, idle 2 cores)
 #   SIGMAS="0.2 0.5" BEYOND=1 bash experiments/cpu_fidelity.sh         # two sigmas + online/generations
 #   SWEEP=smoke SIGMAS=0.2 SEEDS=0 BEYOND=1 bash experiments/cpu_fidelity.sh data=synthetic '~data.variant' \
-#       '~data.limit_train' trainer.max_epochs=1 optim.optimizer.lr=0.01   # a minute: the plumbing
+#       data.limit_train=null trainer.max_epochs=1 optim.optimizer.lr=0.01   # a minute: the plumbing
 #
 # Env: SWEEP (default cpu_fidelity), SIGMAS ("0.2 0.5 0.1 0.3"), SEEDS ("0 1 2"), SHARDS (one per
 # core), BEYOND (0 | 1 | only), BEYOND_SIGMAS ("0.2 0.5"), SSD_LOG_DIR (outputs), PY (.venv/bin/python),

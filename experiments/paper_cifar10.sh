@@ -14,7 +14,7 @@
 # Re-running with the same SWEEP resumes (finished runs are skipped, killed ones resume).
 #
 #   bash experiments/paper_cifar10.sh
-#   GPUS=4 MODE=ddp SWEEP=paper_ddp bash experiments/paper_cifar10.sh logger.project=ssd-paper
+#   GPUS=4 MODE=ddp SWEEP=paper_ddp bash experiments/paper_cifar10.sh logger.wandb.project=ssd-paper
 #
 # Env: SWEEP (default paper_cifar10), GPUS (default: all visible), MODE, SEEDS ("0 1 2"),
 # SIGMAS ("0.1 0.2 0.3 0.5"), PY. Extra arguments are Hydra overrides for every run.

@@ -32,19 +32,12 @@ from torch import nn
 
 from ssd.analysis.features import feature_agreement, plot_agreement
 from ssd.cache import StageCache, sha256_file
+from ssd.data.protocol import DataFacts
 from ssd.models import resolve_taps
-from ssd.noise import build_noise
-from ssd.pipeline import build_datamodule
+from ssd.parts import build_noise, classifier_factory, strategy_class
+from ssd.pipeline import load_data
 from ssd.results import read_json, write_json_atomic
-from ssd.stages import (
-    data_fingerprint,
-    entry_name,
-    load_net_weights,
-    stage_config,
-    stage_key,
-    strategy_class,
-)
-from ssd.strategies.base import build_classifier_from_cfg
+from ssd.stages import data_fingerprint, entry_name, load_net_weights, stage_config, stage_key
 from ssd.strategies.distill import FeatureDistillation
 
 log = logging.getLogger("ssd.analyze_features")
@@ -73,7 +66,7 @@ def run_networks(run_dir: Path, cfg: Mapping[str, Any]) -> dict[str, tuple[str, 
     name = cfg["strategy"]["name"]
     if name in TEACHER_ROLES:
         found[TEACHER_ROLES[name]] = (main["net"], dict(cfg))
-    elif issubclass(strategy_class(cfg), FeatureDistillation):
+    elif issubclass(strategy_class(cfg["strategy"]), FeatureDistillation):
         found["student"] = (main["net"], dict(cfg))
     return found
 
@@ -124,10 +117,18 @@ def find_networks(
     return found
 
 
-def load_network(path: str, cfg: Mapping[str, Any], info: Mapping[str, Any]) -> nn.Module:
-    net = build_classifier_from_cfg(cfg, info)
+def load_network(path: str, cfg: Mapping[str, Any], facts: DataFacts) -> nn.Module:
+    net = classifier_factory(cfg["model"], facts)()
     load_net_weights(net, path)
     return net
+
+
+def _has_tap(net: nn.Module, tap: str) -> bool:
+    try:
+        resolve_taps([tap], net)
+    except ValueError:
+        return False
+    return True
 
 
 def analyze(
@@ -140,18 +141,19 @@ def analyze(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure, write ``feature_quality.json`` + ``.png`` into ``out_dir``, and return the summary."""
-    datamodule, info = build_datamodule(cfg)
+    datamodule, facts = load_data(cfg)
     nets_found = find_networks(cfg, run_dir, explicit or {}, data_fingerprint(datamodule))
-    nets = {role: load_network(path, net_cfg, info) for role, (path, net_cfg) in nets_found.items()}
+    nets = {role: load_network(path, net_cfg, facts) for role, (path, net_cfg) in nets_found.items()}
     reference = nets["clean_teacher"]
     if taps is None:
         taps = cfg["strategy"].get("taps", "all")
-    tap_names = resolve_taps(taps, reference.taps)
+    tap_names = list(resolve_taps(taps, reference))
     for net in nets.values():
-        tap_names = [t for t in tap_names if t in net.taps]
+        tap_names = [t for t in tap_names if _has_tap(net, t)]
     compared = {"clean_teacher": (reference, "noisy")}
     compared.update({role: (nets[role], "noisy") for role in ("noisy_teacher", "student") if role in nets})
     noise = build_noise(cfg["noise"])
+    model = str(cfg["model"]["_target_"]).rsplit(".", 1)[-1]
 
     def batches():
         for batch in datamodule.test_dataloader():
@@ -177,7 +179,7 @@ def analyze(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "feature_quality.json", summary)
-    title = f"{cfg['data'].get('name')} {cfg['model']['arch']} {noise.describe()}: per-tap features vs the clean teacher's on clean images"
+    title = f"{cfg['data'].get('name')} {model} {noise.describe()}: per-tap features vs the clean teacher's on clean images"
     plot_agreement(summary, str(out_dir / "feature_quality.png"), title)
     return summary
 

@@ -1,7 +1,8 @@
 """A shared cache of trained stages (teachers, denoisers, clean classifiers).
 
-An entry is a folder ``<root>/<name>/`` holding ``net.pt`` (the network's state_dict)
-and ``meta.json`` (key, config, metrics, sha256 of ``net.pt``). Entries appear
+An entry is a folder ``<root>/<name>/`` holding ``net.pt`` (the network's state_dict), where
+the stage's evaluation needs more (an EMA teacher) ``extra.pt``, and ``meta.json`` (key, config,
+metrics, sha256 of each weights file). Entries appear
 atomically (written to a temporary folder, then renamed), and a file lock per key makes
 concurrent sweep jobs - also on different nodes of a shared file system - train a
 stage once: the first takes the lock and trains, the others wait and then hit.
@@ -30,6 +31,8 @@ from ssd.results import dir_mode, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+#: a stage's weights: its network, and beside it what else its evaluation needs (an EMA teacher), if anything
+NET_FILE, EXTRA_FILE = "net.pt", "extra.pt"
 #: ``paths.cache_lock`` values: the lock class of each
 LOCKS: dict[str, type[BaseFileLock]] = {"file": FileLock, "soft": SoftFileLock}
 
@@ -89,8 +92,11 @@ class StageCache:
         if not folder.exists():
             return None
         meta = read_json(folder / "meta.json")
-        weights = folder / "net.pt"
-        if meta is None or not weights.exists() or sha256_file(weights) != meta.get("sha256"):
+        weights, extra = folder / NET_FILE, folder / EXTRA_FILE
+        intact = meta is not None and weights.exists() and sha256_file(weights) == meta.get("sha256")
+        if intact and meta.get("extra_sha256") is not None:
+            intact = extra.exists() and sha256_file(extra) == meta["extra_sha256"]
+        if not intact:
             aside = folder.with_name(f"{folder.name}.corrupt-{int(time.time())}")
             log.warning(
                 "stage cache: entry %s is incomplete or corrupt; moved to %s and retraining", folder, aside
@@ -100,17 +106,24 @@ class StageCache:
         return {**meta, "net": str(weights)}
 
     def publish(self, name: str, weights: str | Path, meta: dict[str, Any]) -> Path:
-        """Copy ``weights`` into a new entry ``name`` atomically; return the entry folder.
+        """Copy ``weights`` (and an ``extra.pt`` beside it) into a new entry ``name`` atomically; return
+        the entry folder.
 
         Raises NonFiniteWeights (nothing is written) when the weights hold NaN or inf.
         """
         check_finite_weights(weights)
+        extra = Path(weights).parent / EXTRA_FILE
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
             os.chmod(tmp, dir_mode())  # mkdtemp makes it owner-only; a group may share the cache
-            shutil.copyfile(weights, tmp / "net.pt")
-            write_json_atomic(tmp / "meta.json", {**meta, "sha256": sha256_file(tmp / "net.pt")})
+            shutil.copyfile(weights, tmp / NET_FILE)
+            sums = {"sha256": sha256_file(tmp / NET_FILE)}
+            if extra.is_file():
+                check_finite_weights(extra)
+                shutil.copyfile(extra, tmp / EXTRA_FILE)
+                sums["extra_sha256"] = sha256_file(tmp / EXTRA_FILE)
+            write_json_atomic(tmp / "meta.json", {**meta, **sums})
             final = self.entry(name)
             if final.exists():  # only reachable for a corrupt entry replaced under the lock
                 shutil.rmtree(final)

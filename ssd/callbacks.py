@@ -1,4 +1,15 @@
-"""Small Lightning callbacks ssd adds to every trainer."""
+"""Lightning callbacks: the ones ssd adds to every trainer, and the configurable ones of ``conf/callbacks``.
+
+Every stage gets ``last_checkpoint`` (what a re-run resumes from), ``TrainThroughput``,
+``EpochSamples``, ``EpochSeed``, ``FiniteLossGuard`` and ``EvaluationMedia``: the pipeline relies on
+them. The ``callbacks`` config section adds the rest by ``_target_``; a target that takes ``stage=``
+gets the stage's ``ssd.loggers.StageInfo`` and may return None when it has nothing to do for that
+stage (``best_checkpoint`` without validation, ``lr_monitor`` without a logger).
+
+``TrainThroughput`` stays hand-written rather than Lightning's ``ThroughputMonitor``: that one
+synchronises the GPU after every training batch (``torch.cuda.synchronize()`` in its ``_update``)
+and logs windowed rates, where ssd needs one number per fit measured at epoch boundaries only.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +21,47 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from ssd.loggers import log_curve, log_images, supports_media
 from ssd.noise import fixed_noisy
+from ssd.seeding import seed_of
+from ssd.stage_info import StageInfo
+
+
+def last_checkpoint(stage: StageInfo) -> ModelCheckpoint:
+    """``last.ckpt`` after EVERY training epoch: what a re-run of the stage resumes from.
+
+    Lightning's ``save_last`` refreshes it only in epochs that also save a top-k checkpoint, i.e.
+    never without validation.
+    """
+    return ModelCheckpoint(
+        dirpath=str(stage.dir / "checkpoints"),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
+
+def best_checkpoint(stage: StageInfo) -> ModelCheckpoint | None:
+    """``best.ckpt`` by the strategy's validation metric; None for a stage without validation."""
+    if not stage.validates:
+        return None
+    return ModelCheckpoint(
+        dirpath=str(stage.dir / "checkpoints"),
+        filename="best",
+        monitor=stage.monitor,
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+
+
+def lr_monitor(stage: StageInfo, logging_interval: str | None) -> LearningRateMonitor | None:
+    """Lightning's learning-rate monitor, for stages that have a logger to send it to."""
+    return LearningRateMonitor(logging_interval=logging_interval) if stage.logs else None
 
 
 class TrainThroughput(L.Callback):
@@ -100,12 +149,10 @@ class EpochSeed(L.Callback):
         self.seed = int(seed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state = np.random.SeedSequence(
-            [self.seed, trainer.global_rank, trainer.current_epoch]
-        ).generate_state(2)
-        torch.manual_seed(int(state[0]) << 32 | int(state[1]))
-        np.random.seed(int(state[0]))
-        random.seed(int(state[1]))
+        seed = seed_of(self.seed, "global", trainer.global_rank, trainer.current_epoch)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
 
 class FailAtEpoch(L.Callback):
@@ -149,7 +196,7 @@ class EvaluationMedia(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch_idx != 0 or not trainer.is_global_zero or not supports_media(trainer.logger):
+        if batch_idx != 0 or not trainer.is_global_zero or not supports_media(trainer.loggers):
             return
         from torchvision.utils import make_grid
 
@@ -160,12 +207,12 @@ class EvaluationMedia(L.Callback):
             by_level.setdefault(float(noise.level), noise)
         levels = sorted(by_level)
         rows = [
-            fixed_noisy(by_level[v], x, idx, int(pl_module.cfg["eval_seed"])).float().cpu().clamp(0, 1)
+            fixed_noisy(by_level[v], x, idx, pl_module.evaluation.seed).float().cpu().clamp(0, 1)
             for v in levels
         ]
         grid = make_grid(torch.cat(rows), nrow=len(idx), padding=2, pad_value=1.0)
         caption = "rows: " + " / ".join(f"{pl_module.noise.level_name}={v:g}" for v in levels)
-        log_images(trainer.logger, "images/test_noise_levels", grid, caption=caption)
+        log_images(trainer.loggers, "images/test_noise_levels", grid, caption=caption)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if not trainer.is_global_zero:
@@ -177,7 +224,7 @@ class EvaluationMedia(L.Callback):
             )
         )
         if points:
-            log_curve(trainer.logger, "robustness", pl_module.noise.level_name, points)
+            log_curve(trainer.loggers, "robustness", pl_module.noise.level_name, points)
 
 
 class TrainingDiverged(RuntimeError):

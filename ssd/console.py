@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+from ssd.stage_info import StageInfo
 
 log = logging.getLogger("ssd")
 
@@ -200,6 +203,24 @@ class StageRichBar(RichProgressBar):
     @property
     def test_description(self) -> str:
         return f"{self.label}: test"
+
+
+def progress_bar(stage: StageInfo) -> L.Callback | None:
+    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI, named by the
+    stage (``[1/2] teacher vanilla``); None where ``trainer.enable_progress_bar`` is false."""
+    if not stage.progress_bar:
+        return None
+    if sys.stdout.isatty():
+        return (
+            RichProgressBar(refresh_rate=10)
+            if stage.label is None
+            else StageRichBar(stage.label, refresh_rate=10)
+        )
+    return (
+        TQDMProgressBar(refresh_rate=50)
+        if stage.label is None
+        else StageTQDMBar(stage.label, refresh_rate=50)
+    )
 
 
 class OneLineSummary(L.Callback):

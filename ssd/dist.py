@@ -21,6 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ssd.results import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -193,3 +195,9 @@ def agree_on_run_dir(proposed: Path, job: str, log_dir: Path, timeout_s: float |
         write_json_atomic(path, {"launch": launch, "run_dir": str(proposed)})
         return proposed
     return Path(wait_for_decision(path, launch, timeout_s, timeout_s, what="the run folder")["run_dir"])
+
+
+def destroy_process_group() -> None:
+    """End this process's torch.distributed group, if it has one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -6,16 +6,16 @@ resuming, precision, throughput and the test protocol are the same for all strat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypedDict
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from ssd.callbacks import (
@@ -25,27 +25,64 @@ from ssd.callbacks import (
     FailAtEpoch,
     FiniteLossGuard,
     TrainThroughput,
+    last_checkpoint,
 )
-from ssd.console import OneLineSummary, StageRichBar, StageTQDMBar
+from ssd.config import Range
+from ssd.console import OneLineSummary
 from ssd.console import setup as setup_console
-from ssd.loggers import build_logger, finish_logger
-from ssd.stages import load_net_weights, stage_seed, strategy_class
+from ssd.data.protocol import DataFacts, NoisyDataModule
+from ssd.loggers import finish_loggers
+from ssd.parts import build_callbacks, build_loggers, build_strategy, strategy_class
+from ssd.seeding import stage_seed
+from ssd.stage_info import StageInfo
+from ssd.stages import load_net_weights, load_stage_weights
 from ssd.strategies.base import NoisyImageModule
 
 log = logging.getLogger(__name__)
 
-# keys of the `trainer` config that ssd handles itself instead of passing to lightning.Trainer
+PositiveInt = Annotated[int, Range(gt=0)]
+Batches = Annotated[int, Range(gt=0)] | Annotated[float, Range(gt=0, le=1)] | None
+
+
+class TrainerSettings(TypedDict, total=False):
+    """The ``trainer`` keys ssd handles itself, or constrains beyond ``lightning.Trainer``'s own
+    annotations (every other ``lightning.Trainer`` argument passes through as Lightning types it)."""
+
+    #: ``auto``: bf16-mixed where the device supports it, else 32-true (``ssd.hardware``)
+    precision: Literal[
+        "auto", "32-true", "32", "bf16-mixed", "16-mixed", "16", "bf16-true", "64-true", "64", 32, 16, 64
+    ]
+    #: ``auto``: on for CUDA and CPU convnets
+    channels_last: Literal["auto"] | bool
+    #: ``torch.compile`` the trained networks
+    compile: bool
+    max_epochs: PositiveInt
+    num_nodes: PositiveInt
+    devices: PositiveInt | Literal["auto", -1] | list[Annotated[int, Range(ge=0)]]
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"]
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
+    gradient_clip_val: Annotated[float, Range(ge=0)] | None
+    log_every_n_steps: PositiveInt | None
+    check_val_every_n_epoch: PositiveInt | None
+    limit_train_batches: Batches
+    limit_test_batches: Batches
+    limit_val_batches: Annotated[int, Range(ge=0)] | Annotated[float, Range(ge=0, le=1)] | None
+
+
+#: keys of the ``trainer`` config that ssd handles itself instead of passing to lightning.Trainer
 SSD_TRAINER_KEYS = ("precision", "channels_last", "compile")
+#: lightning.Trainer arguments ssd sets itself (a config value would clash)
+TRAINER_SET_BY_SSD = ("logger", "callbacks", "default_root_dir", "use_distributed_sampler")
 
 
 def build_module(
-    cfg: Mapping[str, Any], data_info: Mapping[str, Any], frozen: Mapping[str, nn.Module]
+    cfg: Mapping[str, Any], facts: DataFacts, frozen: Mapping[str, nn.Module]
 ) -> NoisyImageModule:
-    """The strategy's LightningModule, with its networks in the configured memory format."""
-    module = strategy_class(cfg)(cfg, data_info, frozen)
-    if cfg["trainer"].get("channels_last"):
+    """The stage's strategy module (``ssd.parts``), with its networks in the configured memory format."""
+    module = build_strategy(cfg, facts, frozen, stage_seed(cfg))
+    if cfg["trainer"]["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
-    if cfg["trainer"].get("compile"):
+    if cfg["trainer"]["compile"]:
         # Feature taps are forward hooks added after compiling. Without hook guards dynamo reuses a graph
         # traced without them (e.g. the teacher stage's, same class) and the taps record nothing.
         torch._dynamo.config.skip_nnmodule_hook_guards = False
@@ -53,76 +90,36 @@ def build_module(
     return module
 
 
-def _progress_bar(label: str | None = None) -> L.Callback:
-    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI; named by
-    ``label`` (the stage, e.g. "[1/2] teacher vanilla") where given."""
-    if sys.stdout.isatty():
-        return RichProgressBar(refresh_rate=10) if label is None else StageRichBar(label, refresh_rate=10)
-    return TQDMProgressBar(refresh_rate=50) if label is None else StageTQDMBar(label, refresh_rate=50)
-
-
 def build_trainer(
-    cfg: Mapping[str, Any],
-    stage_dir: Path,
-    logger: Any,
-    extra_callbacks: list[L.Callback],
-    stage_label: str | None = None,
+    cfg: Mapping[str, Any], stage: StageInfo, loggers: Sequence[Logger], callbacks: Sequence[L.Callback]
 ) -> L.Trainer:
-    """lightning.Trainer from ``cfg.trainer`` plus ssd's checkpointing and throughput callbacks.
+    """lightning.Trainer from ``cfg.trainer`` with the stage's loggers and callbacks.
 
-    ``stage_label`` names the stage on its progress bars. The model summary is one line
-    (``ssd.console.OneLineSummary``) unless ``trainer.enable_model_summary`` asks for Lightning's table.
+    The model summary is one line (``ssd.console.OneLineSummary``) unless
+    ``trainer.enable_model_summary`` asks for Lightning's table.
     """
     setup_console()
     trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in SSD_TRAINER_KEYS}
-    trainer_kwargs.setdefault("enable_model_summary", False)
-    has_val = bool(cfg["data"].get("val_size", 0))
-    # last.ckpt after EVERY epoch (what a re-run resumes from): Lightning's save_last only
-    # refreshes it in epochs that also save a top-k checkpoint, i.e. never without validation
-    last = ModelCheckpoint(
-        dirpath=str(stage_dir / "checkpoints"),
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
-    callbacks: list[L.Callback] = [last, *extra_callbacks]
-    if has_val:
-        best = ModelCheckpoint(
-            dirpath=str(stage_dir / "checkpoints"),
-            filename="best",
-            monitor=strategy_class(cfg).monitor,
-            mode="max",
-            save_top_k=1,
-            enable_version_counter=False,
-        )
-        callbacks.insert(0, best)
-    if cfg["trainer"].get("enable_progress_bar", True):
-        callbacks.append(_progress_bar(stage_label))
-    if not trainer_kwargs["enable_model_summary"]:
-        callbacks.append(OneLineSummary())
-    if logger is not None:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    if not has_val:
+    extra: list[L.Callback] = [] if trainer_kwargs["enable_model_summary"] else [OneLineSummary()]
+    if not stage.validates:
         trainer_kwargs["limit_val_batches"] = 0
     return L.Trainer(
         **trainer_kwargs,
         precision=cfg["trainer"]["precision"],
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        default_root_dir=str(stage_dir),
+        logger=list(loggers) or False,
+        callbacks=[*callbacks, *extra],
+        default_root_dir=str(stage.dir),
         use_distributed_sampler=False,  # ssd's datamodules shard themselves (exact, unpadded eval)
-        deterministic=bool(cfg.get("deterministic", False)) or None,
+        deterministic=bool(cfg["deterministic"]) or None,
     )
 
 
 def fit_stage(
     cfg: Mapping[str, Any],
-    stage: str,
+    role: str,
     stage_dir: Path,
-    datamodule: L.LightningDataModule,
-    data_info: Mapping[str, Any],
+    datamodule: NoisyDataModule,
+    facts: DataFacts,
     frozen: Mapping[str, nn.Module],
     group: str,
     weights: str | Path | None = None,
@@ -132,58 +129,76 @@ def fit_stage(
 
     Every random stream of the stage (initial weights, data order, augmentation, training noise,
     global RNGs) derives from ``stage_seed(cfg)``, so a teacher and its student never share them.
-    ``weights``: a trained network of this stage (e.g. from the stage cache) to test instead of training.
+    ``weights``: a trained stage (e.g. from the stage cache) to test instead of training.
     ``label``: the stage's name on its progress bars (``[1/2] teacher vanilla``).
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     seed = stage_seed(cfg)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule.seed = seed  # the datamodule protocol: its training streams' seed, set per stage
-    module = build_module(cfg, data_info, frozen)
+    module = build_module(cfg, facts, frozen)
     is_main = stage_dir.name == "main"  # the run's own stage (its W&B job type may say "student")
-    init = weights or (cfg.get("init_from") if is_main else None)
-    if init:
+    evaluate_only = weights is not None or (is_main and cfg["eval_only"])
+    init = weights or (cfg["init_from"] if is_main else None)
+    if init and evaluate_only:  # evaluated as it was saved (an EMA teacher too)
+        load_stage_weights(module, init)
+    elif init:  # a training start takes the network only
         load_net_weights(module.net, init)
-        log.info("stage %s: network loaded from %s", stage, init)
-    evaluate_only = weights is not None or (is_main and cfg.get("eval_only"))
-    logger = build_logger(cfg, stage, stage_dir, group)
+    if init:
+        log.info("stage %s: network loaded from %s", role, init)
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if cfg["resume"] and last.exists() and not evaluate_only else None
+    stage = StageInfo(
+        dir=stage_dir,
+        role=role,
+        group=group,
+        config=cfg,
+        resuming=resume_from is not None,
+        label=label,
+        monitor=module.monitor,
+        validates=datamodule.split_sizes()["val"] > 0,
+        progress_bar=bool(cfg["trainer"]["enable_progress_bar"]),
+    )
+    loggers = build_loggers(cfg, stage)
+    stage = dataclasses.replace(stage, logs=bool(loggers))
     throughput, samples = TrainThroughput(), EpochSamples()
-    extra = [
+    callbacks = [
+        last_checkpoint(stage),
         throughput,
         samples,
         EpochSeed(seed),
         FiniteLossGuard(),  # a NaN/inf loss or weight fails the stage, never publishes it
         EvaluationMedia(),
         *FailAtEpoch.from_env(),
+        *build_callbacks(cfg, stage),
     ]
-    trainer = build_trainer(cfg, stage_dir, logger, extra, stage_label=label)
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if cfg.get("resume", True) and last.exists() and not evaluate_only else None
+    trainer = build_trainer(cfg, stage, loggers, callbacks)
     if resume_from:
-        log.info("stage %s: resuming from %s", stage, resume_from)
+        log.info("stage %s: resuming from %s", role, resume_from)
     exit_code = 1
     try:
         start = time.perf_counter()
         if evaluate_only:
-            log.info("stage %s: evaluating %s without training", stage, init)
-        elif strategy_class(cfg).trains(cfg):
+            log.info("stage %s: evaluating %s without training", role, init)
+        elif strategy_class(cfg["strategy"]).trains:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         else:
-            log.info("stage %s: %s trains nothing here; evaluation only", stage, cfg["strategy"]["name"])
+            log.info("stage %s: %s trains nothing here; evaluation only", role, cfg["strategy"]["name"])
         fit_seconds = time.perf_counter() - start
-        # the last validation epoch's accuracy (tuning without the test set); trainer.test resets it
+        # the last validation epoch's accuracy (what tuning and a hyperparameter search read, never the
+        # test set); kept in the stage's metrics, so a stage from the cache still has it; test resets it
         val_acc = None if evaluate_only else trainer.callback_metrics.get("val/acc")
         val_acc = None if val_acc is None else float(val_acc)
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start - fit_seconds
         exit_code = 0
     finally:
-        finish_logger(logger, exit_code)
+        finish_loggers(loggers, exit_code)
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
     if val_acc is not None:
         metrics["val/acc"] = val_acc
     result = {
-        "stage": stage,
+        "stage": role,
         "strategy": cfg["strategy"]["name"],
         "stage_seed": seed,
         "metrics": metrics,

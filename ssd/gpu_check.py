@@ -83,7 +83,7 @@ def time_eval_noise(device: torch.device, images: int, size: int, batch: int) ->
 
     x = torch.rand(batch, 3, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
     out: dict[str, Any] = {"images": images, "image_shape": [3, size, size], "batch": batch}
-    for noise in (GaussianNoise(0.2), PoissonNoise(10.0)):
+    for noise in (GaussianNoise(0.2, clip=False, sigma_max=None), PoissonNoise(10.0, clip=False)):
         fixed_noisy(noise, x[:2], torch.arange(2, device=device), 0)  # warm-up
         _sync(device)
         start = time.perf_counter()
@@ -103,10 +103,10 @@ def cpu_vs_device(device: torch.device) -> dict[str, Any]:
     idx = torch.arange(64) * 13
     diffs = {}
     for noise in (
-        GaussianNoise(0.2),
-        GaussianNoise(0.1, sigma_max=0.3),
-        PoissonNoise(30.0),
-        PoissonGaussianNoise(50.0, 0.03),
+        GaussianNoise(0.2, clip=False, sigma_max=None),
+        GaussianNoise(0.1, sigma_max=0.3, clip=False),
+        PoissonNoise(30.0, clip=False),
+        PoissonGaussianNoise(50.0, 0.03, clip=False),
     ):
         cpu = fixed_noisy(noise, x, idx, 9)
         dev = fixed_noisy(noise, x.to(device), idx.to(device), 9).cpu()

@@ -101,10 +101,11 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
-def resolve_channels_last(value: Any, accelerator: str) -> bool:
-    """``auto`` -> channels_last for CUDA and for CPUs with native bf16 (oneDNN prefers NHWC)."""
+def resolve_channels_last(value: Any, accelerator: str) -> Any:
+    """``auto`` -> channels_last for CUDA and for CPUs with native bf16 (oneDNN prefers NHWC); any other
+    value as it is (the config check rejects what is not a bool)."""
     if value != "auto":
-        return bool(value)
+        return value
     return uses_cuda(accelerator) or cpu_supports_bf16()
 
 

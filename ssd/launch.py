@@ -13,6 +13,8 @@ and this process (the Hydra job) waits for it and returns the job's ``results.js
 torchrun picks the port, watches the ranks and stops all of them when one fails. Where a
 launcher already started every rank (torchrun, SLURM's srun, the SLURM launcher) the job runs
 in this process; ``ddp_spawn`` too (Lightning spawns those from an already resolved config).
+This module only decides whether to start ranks (``starts_ranks``) and starts them
+(``launch_ranks``); each rank runs the job as ``ssd.run`` runs any job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssd.config.errors import ConfigError
 from ssd.console import route_rank_logs
 from ssd.dist import agree_on_run_dir, launch_rank, launch_world_size
-from ssd.results import json_digest, read_complete_results, read_json
+from ssd.results import json_digest, read_json
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,10 @@ class RankFailed(RuntimeError):
 
 def processes_per_node(trainer_cfg: Mapping[str, Any]) -> int:
     """How many processes ``trainer.devices`` asks for on each node (as Lightning counts them)."""
-    devices = trainer_cfg.get("devices", 1)
+    devices = trainer_cfg["devices"]
     if isinstance(devices, int) and devices > 0:
         return devices
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    accelerator = str(trainer_cfg["accelerator"])
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return max(torch.cuda.device_count(), 1)
     if accelerator == "cpu" and devices in (-1, "-1"):
@@ -74,11 +76,16 @@ def processes_per_node(trainer_cfg: Mapping[str, Any]) -> int:
 
 def needs_script_launch(trainer_cfg: Mapping[str, Any]) -> bool:
     """Whether Lightning would start this job's ranks by re-running the script."""
-    strategy = str(trainer_cfg.get("strategy", "auto"))
+    strategy = str(trainer_cfg["strategy"])
     if strategy in SCRIPT_LAUNCHED:
         return True
-    many = processes_per_node(trainer_cfg) > 1 or int(trainer_cfg.get("num_nodes", 1)) > 1
+    many = processes_per_node(trainer_cfg) > 1 or int(trainer_cfg["num_nodes"]) > 1
     return strategy == "auto" and many
+
+
+def starts_ranks(trainer_cfg: Mapping[str, Any]) -> bool:
+    """Whether this job must start its ranks with torchrun: it asks for processes no launcher started."""
+    return needs_script_launch(trainer_cfg) and not externally_launched()
 
 
 def externally_launched() -> bool:
@@ -173,7 +180,7 @@ def launch_ranks(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run this Hydra job on ``trainer.devices`` ranks started by torchrun; return its results."""
     from hydra.core.hydra_config import HydraConfig
 
-    if int(cfg.trainer.get("num_nodes", 1)) > 1:
+    if int(cfg.trainer.num_nodes) > 1:
         raise ConfigError(
             f"trainer.num_nodes={cfg.trainer.num_nodes} is not allowed without a cluster launcher: start "
             "every node with torchrun (--nnodes, see README 'torchrun') or use hydra/launcher=slurm"
@@ -185,8 +192,9 @@ def launch_ranks(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for source in hc.runtime.config_sources
         if source.provider == "command-line"
     ]
+    searchpath = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]  # user config folders
     pinned = {"sweep_name": cfg.sweep_name} if "sweep_name" in cfg else {}
-    cmd = torchrun_command(list(hc.overrides.task), run_dir, nprocs, pinned, config_args)
+    cmd = torchrun_command([*searchpath, *hc.overrides.task], run_dir, nprocs, pinned, config_args)
     env = {k: v for k, v in os.environ.items() if k != "SSD_LAUNCH_ID"}  # torchrun's ranks derive theirs
     env[DIGEST_VAR] = config_digest(cfg)
     env[GROUP_VAR] = job_group(hc, run_dir)
@@ -217,32 +225,6 @@ def check_rank_config(cfg: DictConfig) -> None:
             f"rank {os.environ.get('RANK')} composed a different config than its job (digest {config_digest(cfg)} "
             f"!= {expected}); a value that depends on time or on the process (e.g. ${{now:...}}) differs"
         )
-
-
-def destroy_process_group() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def run_job(cfg: DictConfig, run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run one Hydra job: ``work()`` here, or on torchrun's ranks when the job asks for several
-    processes and no launcher started them; return the job's results.
-
-    Afterwards no process group is left and ``os.environ`` and the torch thread count are as
-    before, so the next job of a sweep starts clean.
-    """
-    environ, threads = dict(os.environ), torch.get_num_threads()
-    try:
-        check_rank_config(cfg)
-        complete = cfg.get("resume", True) and read_complete_results(run_dir) is not None
-        if needs_script_launch(cfg.trainer) and not externally_launched() and not complete:
-            return launch_ranks(cfg, run_dir)
-        return work()
-    finally:
-        destroy_process_group()
-        os.environ.clear()
-        os.environ.update(environ)
-        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- one folder for all ranks

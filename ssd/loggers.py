@@ -1,17 +1,21 @@
-"""Experiment loggers: W&B (online/offline), CSV, TensorBoard or none.
+"""Experiment loggers: W&B (online/offline), CSV, TensorBoard; any number of them at once.
 
-One logger per stage, so a pipeline shows on W&B as one run per stage (job type
-``teacher``/``main``/...) grouped under the run or sweep. ``finish_logger`` closes the W&B
-run with the job's exit code, so a crashed job never shows as "finished".
+The ``logger`` config section maps names to ``_target_`` sections (``logger=many``: CSV and W&B).
+A target is a callable that ssd calls once per stage with ``stage=`` (a ``StageInfo``: the stage
+folder, its role, the run's group, its config) plus the section's own keys, and that returns a
+Lightning ``Logger``: ``csv``, ``tensorboard`` and ``wandb`` below, or one of your own. So a
+pipeline shows on W&B as one run per stage (job type ``teacher``/``main``/...) grouped under the
+run or sweep. ``finish_logger`` closes a W&B run with the job's exit code, so a crashed job never
+shows as "finished".
 """
 
 from __future__ import annotations
 
-import csv
+import csv as csvlib
 import netrc
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from ssd.dist import is_launch_rank_zero
+from ssd.stage_info import StageInfo
 
 
 def wandb_mode() -> str:
@@ -76,7 +81,7 @@ class _StageCSVWriter(ExperimentWriter):
             path.unlink()
             return
         with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
+            header = next(csvlib.reader(handle), [])
         self.metrics_keys = sorted(header)
 
 
@@ -99,7 +104,7 @@ class StageCSVLogger(CSVLogger):
 class StageWandbLogger(WandbLogger):
     """W&B with the run config logged once: at ``wandb.init`` (``config=``, top-level keys).
 
-    Strategies save ``{"cfg": <the same config>, "data_info": ...}`` as hyperparameters (for their
+    Strategies save ``{"cfg": <the same config>, "data": ...}`` as hyperparameters (for their
     checkpoints); Lightning would add that ``cfg`` to the W&B config a second time, as ``cfg.*``.
     """
 
@@ -110,72 +115,82 @@ class StageWandbLogger(WandbLogger):
             super().log_hyperparams(params)
 
 
-def build_logger(cfg: Mapping[str, Any], stage: str, stage_dir: Path, group: str) -> Logger | None:
-    """The configured logger for one stage of a run (None for ``logger=none``)."""
-    log_cfg = cfg["logger"]
-    name = log_cfg["name"]
-    if name == "none":
-        return None
-    if name == "csv":
-        resuming = bool(cfg.get("resume", True)) and (stage_dir / "checkpoints" / "last.ckpt").exists()
-        return StageCSVLogger(stage_dir, resuming)
-    if name == "tensorboard":  # no placeholder hp_metric=-1 (ssd logs test/acc itself)
-        return TensorBoardLogger(
-            save_dir=str(stage_dir), name="tensorboard", version="", default_hp_metric=False
-        )
+def csv(stage: StageInfo) -> Logger:
+    """``metrics.csv`` in the stage folder (appended to when the stage resumes)."""
+    return StageCSVLogger(stage.dir, stage.resuming)
+
+
+def tensorboard(stage: StageInfo) -> Logger:
+    """TensorBoard event files under ``<stage>/tensorboard`` (no placeholder ``hp_metric``: ssd logs test/acc)."""
+    return TensorBoardLogger(save_dir=str(stage.dir), name="tensorboard", version="", default_hp_metric=False)
+
+
+def wandb(
+    stage: StageInfo, project: str, entity: str | None, group: str | None, tags: Sequence[str]
+) -> Logger:
+    """A W&B run per stage: online when logged in, offline otherwise (``wandb_mode``), resumed with the stage.
+
+    ``group``: null groups the stages of a run (or the jobs of a sweep) together.
+    """
     wandb_mode()
     return StageWandbLogger(
-        project=log_cfg.get("project", "ssd"),
-        entity=log_cfg.get("entity"),
-        group=log_cfg.get("group") or group,
-        job_type=stage,
-        name=f"{stage_dir.parent.name}/{stage}",  # the job folder (a sweep job: its overrides) and the stage
-        id=_wandb_run_id(stage_dir) if is_launch_rank_zero() else None,  # only rank 0 has a W&B run
+        project=project,
+        entity=entity,
+        group=group or stage.group,
+        job_type=stage.role,
+        name=f"{stage.dir.parent.name}/{stage.role}",  # the job folder (a sweep job: its overrides) and the stage
+        id=_wandb_run_id(stage.dir) if is_launch_rank_zero() else None,  # only rank 0 has a W&B run
         resume="allow",
-        save_dir=str(stage_dir),
-        tags=list(log_cfg.get("tags") or []),
-        config=dict(cfg),
+        save_dir=str(stage.dir),
+        tags=list(tags),
+        config=dict(stage.config),
     )
 
 
 @rank_zero_only
-def finish_logger(logger: Logger | None, exit_code: int = 0) -> None:
-    """Close the logger of a stage; W&B gets the exit code of the job."""
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001 - don't create a run to close it
-        logger.experiment.finish(exit_code=exit_code)
-    elif logger is not None:
-        logger.finalize("success" if exit_code == 0 else "failed")
+def finish_loggers(loggers: Sequence[Logger], exit_code: int = 0) -> None:
+    """Close the loggers of a stage; W&B gets the exit code of the job."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            if logger._experiment is not None:  # noqa: SLF001 - don't create a run to close it
+                logger.experiment.finish(exit_code=exit_code)
+        else:
+            logger.finalize("success" if exit_code == 0 else "failed")
 
 
 @rank_zero_only
-def log_images(logger: Logger | None, key: str, images: Any, caption: str | None = None) -> None:
-    """Log an image grid (a [3,H,W] tensor in [0,1]) to W&B or TensorBoard; other loggers skip it."""
-    if isinstance(
-        logger, WandbLogger
-    ):  # as uint8 HWC: W&B stores float tensors unscaled (an all-black image)
-        pixels = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        logger.log_image(key=key, images=[pixels], caption=[caption] if caption else None)
-    elif isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_image(key, images)
+def log_images(loggers: Sequence[Logger], key: str, images: Any, caption: str | None = None) -> None:
+    """Log an image grid (a [3,H,W] tensor in [0,1]) to W&B and TensorBoard; other loggers skip it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):  # as uint8 HWC: W&B stores float tensors unscaled (all black)
+            pixels = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            logger.log_image(key=key, images=[pixels], caption=[caption] if caption else None)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, images)
 
 
-def supports_media(logger: Logger | None) -> bool:
-    """Whether ``logger`` takes images (W&B, TensorBoard)."""
-    return isinstance(logger, WandbLogger | TensorBoardLogger)
+def supports_media(loggers: Sequence[Logger]) -> bool:
+    """Whether any of ``loggers`` takes images (W&B, TensorBoard)."""
+    return any(isinstance(logger, WandbLogger | TensorBoardLogger) for logger in loggers)
 
 
 @rank_zero_only
-def log_curve(logger: Logger | None, key: str, level_name: str, points: list[tuple[float, float]]) -> None:
+def log_curve(
+    loggers: Sequence[Logger], key: str, level_name: str, points: list[tuple[float, float]]
+) -> None:
     """A robustness curve (noise level, accuracy) as a W&B table with a line plot; other loggers
     already have it as the scalars ``curve/<level>``."""
-    if not isinstance(logger, WandbLogger):
-        return
-    import wandb
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb as wandb_lib
 
-    table = wandb.Table(columns=[level_name, "accuracy"], data=[[level, acc] for level, acc in points])
-    logger.experiment.log(
-        {
-            f"{key}_table": table,
-            key: wandb.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}"),
-        }
-    )
+        table = wandb_lib.Table(
+            columns=[level_name, "accuracy"], data=[[level, acc] for level, acc in points]
+        )
+        logger.experiment.log(
+            {
+                f"{key}_table": table,
+                key: wandb_lib.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}"),
+            }
+        )

@@ -39,7 +39,7 @@ from ssd.results import read_json, write_json_atomic
 #: ssd's choice for every recipe detail where the plain loop's default differs
 SSD_RECIPE = {"init": "ssd", "warmup_epochs": 1.0, "last_batch": "pad"}
 #: recipe details ssd may adopt, measured on top of ssd's choices: plain-loop fields (ssd: data.pad_mode,
-#: optim.scheduler.name)
+#: optim/scheduler=multistep)
 RECIPE_CANDIDATES = {
     "pad_mode=reflect": {"pad_mode": "reflect"},
     "schedule=multistep": {"schedule": "multistep"},
@@ -63,13 +63,12 @@ def _plain(job: dict[str, Any]) -> dict[str, Any]:
     teacher's weights and ``teacher_fields`` its recipe; ``save``: where to keep this run's weights."""
     import torch
 
-    from ssd.models import build_classifier
-    from ssd.plainloop import CIFAR10_MEAN, CIFAR10_STD
+    from ssd.plainloop import cifar10_classifier
 
     torch.set_num_threads(1)
     teacher = None
     if job.get("teacher"):
-        teacher = build_classifier(job["arch"], 10, CIFAR10_MEAN, CIFAR10_STD)
+        teacher = cifar10_classifier(job["arch"])
         teacher.load_state_dict(torch.load(job["teacher"], weights_only=True))
         if job["fields"].get("bf16", True):
             teacher = teacher.to(memory_format=torch.channels_last)

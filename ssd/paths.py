@@ -7,6 +7,7 @@ as ``ssd/conf`` (``setup.py`` puts it there at build time).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, TypedDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: where to look, in order: a wheel's copy inside the package, then the checkout's conf/
@@ -22,3 +23,13 @@ def conf_dir() -> Path:
         f"ssd's config tree was not found (looked for config.yaml in {', '.join(map(str, CONF_CANDIDATES))}); "
         "install ssd from a checkout (make install) or from a wheel built by `pip wheel .`"
     )
+
+
+class PathsSection(TypedDict):
+    """``paths``: where things are read and written (conf/paths/default.yaml)."""
+
+    data_dir: str
+    log_dir: str
+    cache_dir: str
+    #: file: fcntl locks on the stage cache | soft: marker files, for NFS/Lustre without working locks
+    cache_lock: Literal["file", "soft"]

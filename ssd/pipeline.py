@@ -26,31 +26,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
 
+from ssd import parts
 from ssd.cache import StageCache, sha256_file
 from ssd.callbacks import POSITION, training_position
 from ssd.config.errors import ConfigError
-from ssd.config.validate import check_batch_fits
 from ssd.console import announce_stage, stage_label
+from ssd.data.protocol import DataFacts, NoisyDataModule
+from ssd.data.splits import check_batch_fits
 from ssd.dist import is_launch_rank_zero, wait_for_decision
 from ssd.fit import build_module, fit_stage
 from ssd.hardware import configure_backends, describe_hardware
 from ssd.interrupt import exit_code_of
+from ssd.parts import strategy_class
 from ssd.results import package_versions, read_complete_results, read_json, runtime_facts, write_json_atomic
 from ssd.stages import (
+    NET_FILE,
     data_fingerprint,
-    data_info,
     entry_name,
-    load_net_weights,
-    net_state_dict,
+    load_stage_weights,
+    method_label,
     stage_config,
     stage_key,
-    strategy_class,
+    stage_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 # image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
 IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
 # what a stage record keeps of a cached stage's training (cost accounting in reports)
-CACHED_FIELDS = ("metrics", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
+CACHED_FIELDS = ("metrics", "val_acc", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
 
 
 def launch_id() -> str:
@@ -78,23 +79,24 @@ def launch_id() -> str:
     return os.environ["SSD_LAUNCH_ID"]
 
 
-def build_datamodule(cfg: Mapping[str, Any]) -> tuple[L.LightningDataModule, dict[str, Any]]:
-    """Instantiate ``cfg.data`` and read the facts models need (classes, mean/std)."""
+def load_data(cfg: Mapping[str, Any]) -> tuple[NoisyDataModule, DataFacts]:
+    """The run's datamodule (``ssd.parts``), its data read, and the facts networks are built from."""
     try:
-        datamodule = instantiate(cfg["data"])
+        datamodule = parts.build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
     except (InstantiationException, ValueError, FileNotFoundError) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-        raise ConfigError(f"data={cfg['data'].get('name')}: {cause}") from err
-    return datamodule, data_info(datamodule)
+        raise ConfigError(f"data ({cfg['data']['_target_']}): {cause}") from err
+    return datamodule, DataFacts.of(datamodule)
 
 
 def count_stages(cfg: Mapping[str, Any]) -> int:
     """How many stages a job has (itself and, recursively, what it requires): for "[i/n]" announcements."""
-    cls = strategy_class(cfg)
-    sections = [cls.role_config(cfg, role) for role in cls.required_roles(cfg)]
-    return 1 + sum(1 if s.get("ckpt") else count_stages(stage_config(cfg, s)) for s in sections)
+    section = cfg["strategy"]
+    cls = strategy_class(section)
+    roles = [cls.role_config(section, role) for role in cls.requires]
+    return 1 + sum(1 if r.get("ckpt") else count_stages(stage_config(cfg, r)) for r in roles)
 
 
 class Pipeline:
@@ -105,10 +107,10 @@ class Pipeline:
         self.run_dir = run_dir
         self.group = group
         paths = cfg["paths"]
-        self.cache = StageCache(Path(paths["cache_dir"]) / "stages", lock=paths.get("cache_lock", "file"))
+        self.cache = StageCache(Path(paths["cache_dir"]) / "stages", lock=paths["cache_lock"])
         self.launch = launch_id()
-        self.datamodule: L.LightningDataModule | None = None
-        self.data_info: dict[str, Any] = {}
+        self.datamodule: NoisyDataModule | None = None
+        self.facts: DataFacts | None = None
         self.fingerprint: dict[str, Any] = {}
         self.total_stages = 1
         self.stage_number = 0
@@ -120,9 +122,10 @@ class Pipeline:
         """Obtain every stage ``cfg``'s strategy requires: (frozen nets by role, records by role)."""
         frozen: dict[str, nn.Module] = {}
         records: dict[str, dict[str, Any]] = {}
-        cls = strategy_class(cfg)
-        for role in cls.required_roles(cfg):
-            role_cfg = cls.role_config(cfg, role)
+        section = cfg["strategy"]
+        cls = strategy_class(section)
+        for role in cls.requires:
+            role_cfg = cls.role_config(section, role)
             sub_cfg = stage_config(cfg, role_cfg)
             module, records[role] = self.stage(role, sub_cfg, base_dir / role, ckpt=role_cfg.get("ckpt"))
             frozen[role] = module.net
@@ -144,15 +147,16 @@ class Pipeline:
 
         ``name`` None: a stage that is not cached (started from ``init_from``, or trains nothing).
         """
-        tmp = stage_dir / ".net.pt.tmp"
-        torch.save(result.pop("_state_dict"), tmp)
-        os.replace(tmp, stage_dir / "net.pt")  # never a half-written net.pt
+        for file, state in result.pop("_weights").items():
+            tmp = stage_dir / f".{file}.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, stage_dir / file)  # never a half-written weights file
         write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
         if name is None:
             return
         meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
         meta.update({k: result.get(k) for k in CACHED_FIELDS if k in result})
-        self.cache.try_publish(name, stage_dir / "net.pt", meta)
+        self.cache.try_publish(name, stage_dir / NET_FILE, meta)
 
     def stage(
         self, role: str, cfg: Mapping[str, Any], stage_dir: Path, ckpt: str | None = None, main: bool = False
@@ -165,8 +169,8 @@ class Pipeline:
         sub_frozen, sub_records = self.required(cfg, stage_dir if not main else self.run_dir)
         key = stage_key(cfg, {r: rec["key"] for r, rec in sub_records.items()}, self.fingerprint)
         name = entry_name(cfg, key)
-        cacheable = not (main and (cfg.get("init_from") or cfg.get("eval_only")))
-        cacheable = cacheable and strategy_class(cfg).trains(cfg)
+        cacheable = not (main and (cfg["init_from"] or cfg["eval_only"]))
+        cacheable = cacheable and strategy_class(cfg["strategy"]).trains
         record: dict[str, Any] = {
             "role": role,
             "strategy": cfg["strategy"]["name"],
@@ -181,8 +185,8 @@ class Pipeline:
             if ckpt:
                 return {"source": "ckpt", "net": str(Path(ckpt).resolve())}
             done = read_json(stage_dir / "stage.json")
-            if done and done.get("key") == key and (stage_dir / "net.pt").exists():
-                return {"source": "run", "net": str(stage_dir / "net.pt")}
+            if done and done.get("key") == key and (stage_dir / NET_FILE).exists():
+                return {"source": "run", "net": str(stage_dir / NET_FILE)}
             if lock is None:
                 return {"source": "train"}
             # tells the other ranks rank 0 is alive while it may wait for another job training this stage
@@ -215,24 +219,16 @@ class Pipeline:
             weights = None if plan["source"] == "train" else Path(plan["net"])
             if weights is None or main:
                 module, result = fit_stage(
-                    cfg,
-                    role,
-                    stage_dir,
-                    self.datamodule,
-                    self.data_info,
-                    sub_frozen,
-                    self.group,
-                    weights,
-                    label,
+                    cfg, role, stage_dir, self.datamodule, self.facts, sub_frozen, self.group, weights, label
                 )
                 record.update(result)
             else:
-                module = build_module(cfg, self.data_info, sub_frozen)
-                load_net_weights(module.net, weights)
+                module = build_module(cfg, self.facts, sub_frozen)
+                load_stage_weights(module, weights)
             if plan["source"] == "train" and is_launch_rank_zero():
-                result["_state_dict"] = net_state_dict(module.net)
+                result["_weights"] = stage_weights(module)
                 self._publish(name if cacheable else None, key, cfg, stage_dir, result)
-                weights = stage_dir / "net.pt"
+                weights = stage_dir / NET_FILE
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()
@@ -242,14 +238,18 @@ class Pipeline:
             else:
                 known = plan.get("cached") or {}
             # the main stage keeps its fresh test metrics; its training cost is the original training's
-            fields = ("fit_seconds", "epochs", "train_images_per_s", "created") if main else CACHED_FIELDS
+            fields = (
+                ("fit_seconds", "epochs", "train_images_per_s", "created", "val_acc")
+                if main
+                else CACHED_FIELDS
+            )
             record.update({f: known[f] for f in fields if f in known})
             metrics = record.get("metrics") or {}
             record.setdefault("test_acc", metrics.get("test/acc"))
             record.setdefault("clean_acc", metrics.get("test/acc_clean"))
             # validation is measured while training: the original training's
             record["val_acc"] = (known.get("metrics") or {}).get("val/acc")
-        weights = weights if weights is not None else stage_dir / "net.pt"
+        weights = weights if weights is not None else stage_dir / NET_FILE
         record.update(
             {
                 "source": plan["source"],
@@ -265,26 +265,31 @@ class Pipeline:
         cfg = self.cfg
         start = time.perf_counter()
         trainer_cfg = cfg["trainer"]
-        configure_backends(str(trainer_cfg["accelerator"]), deterministic=bool(cfg.get("deterministic")))
-        self.datamodule, self.data_info = build_datamodule(cfg)
+        configure_backends(str(trainer_cfg["accelerator"]), deterministic=bool(cfg["deterministic"]))
+        self.datamodule, self.facts = load_data(cfg)
         self.fingerprint = data_fingerprint(self.datamodule)
         # a batch larger than the training set fails here, before training
         splits = self.fingerprint["splits"]
-        check_batch_fits(cfg, splits["train"] + splits.get("val", 0), "data")
+        check_batch_fits(
+            int(self.datamodule.batch_size),
+            splits["train"] + splits["val"],
+            splits["val"],
+            "the data's train + val",
+        )
         self.total_stages = count_stages(cfg)
-        job_type = "student" if "teacher" in strategy_class(cfg).required_roles(cfg) else "main"
+        job_type = "student" if "teacher" in strategy_class(cfg["strategy"]).requires else "main"
         module, main = self.stage(job_type, cfg, self.run_dir / "main", main=True)
         records = main.pop("requires")
         noise = module.noise
         return {
             "status": "complete",
             "strategy": cfg["strategy"]["name"],
-            "method": strategy_class(cfg).method_label(cfg),
+            "method": method_label(cfg),
             "run_dir": str(self.run_dir),
             "seed": cfg["seed"],
             "stage_seed": main.get("stage_seed"),
             "noise": {
-                "name": cfg["noise"]["name"],
+                "name": noise.name,
                 "level_name": noise.level_name,
                 "level": noise.level,
                 "describe": noise.describe(),
@@ -313,7 +318,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str,
     both with the stage, epoch and step it stopped in.
     """
     done = read_complete_results(run_dir)
-    if done is not None and cfg.get("resume", True):
+    if done is not None and cfg["resume"]:
         log.info("%s is complete; skipping (resume=false to rerun)", run_dir)
         return done
     POSITION.clear()  # where training is, kept by FiniteLossGuard (a sweep runs many jobs in one process)

@@ -29,13 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssd import models
 from ssd.data.cifar import load_cifar_arrays
 from ssd.data.roots import resolve_data_root
-from ssd.models import build_classifier
-from ssd.noise import build_noise, fixed_noisy
+from ssd.noise import GaussianNoise, fixed_noisy
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def cifar10_classifier(arch: str) -> models.Classifier:
+    """A CIFAR-10 classifier of ``ssd.models.<arch>`` (``resnet20``, ...), normalising as the framework's."""
+    return models.Classifier(getattr(models, arch)(10), CIFAR10_MEAN, CIFAR10_STD)
+
+
 TAPS = ("stem", "layer1", "layer2", "layer3")
 
 
@@ -109,7 +116,7 @@ def forward_with_taps(net: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
 def accuracy(net: nn.Module, x: Tensor, y: Tensor, sigma: float, eval_seed: int, bf16: bool) -> float:
     """Accuracy under ssd's fixed evaluation noise (noise of image i depends on (eval_seed, i) only)."""
     net.eval()
-    noise = build_noise({"name": "gaussian", "sigma": sigma})
+    noise = GaussianNoise(sigma, clip=False, sigma_max=None)
     correct = 0
     for idx in torch.arange(len(y)).split(512):
         xb = fixed_noisy(noise, x[idx].float().div(255), idx, eval_seed)
@@ -135,7 +142,7 @@ def train(
     g = torch.Generator().manual_seed(seed)
     x_train = torch.from_numpy(arrays["x_train"]).permute(0, 3, 1, 2).contiguous()
     y_train = torch.from_numpy(arrays["y_train"]).long()
-    net = build_classifier(recipe.arch, 10, CIFAR10_MEAN, CIFAR10_STD)
+    net = cifar10_classifier(recipe.arch)
     if recipe.init == "torch":
         reset_to_torch_init(net)
     if recipe.bf16:

@@ -13,7 +13,6 @@ command line runs it, returning its exit status:
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import sys
@@ -22,36 +21,36 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ssd import launch
 from ssd.config import ConfigError
 from ssd.config.resources import check_writable
-from ssd.config.validate import validate
 from ssd.console import setup as setup_console
-from ssd.dist import is_launch_rank_zero
-from ssd.hardware import resolve_channels_last, resolve_precision
+from ssd.dist import destroy_process_group, is_launch_rank_zero
 from ssd.interrupt import exit_code_of, handle_signals, signal_name_of
-from ssd.launch import job_group, run_job, shared_run_dir
 from ssd.paths import conf_dir
 from ssd.pipeline import run_pipeline
-from ssd.results import read_status, write_json_atomic
+from ssd.results import read_complete_results, read_status, write_json_atomic
 from ssd.rundir import holds_a_run, prepare_run_dir
+from ssd.validate import resolve_auto, validate
 
 #: exit status of a config error (argparse's convention for bad usage)
 EXIT_CONFIG_ERROR = 2
-#: set while a job runs: its folder was checked and recorded by the launching process (ssd.rundir)
-PREPARED_VAR = "SSD_RUN_DIR_PREPARED"
 
 log = logging.getLogger("ssd")
 
 
-def resolve_auto(cfg: DictConfig) -> None:
-    """Turn ``auto`` device-dependent settings into concrete ones, once, in the launching process."""
-    accelerator = str(cfg.trainer.accelerator)
-    cfg.trainer.precision = resolve_precision(str(cfg.trainer.precision), accelerator)
-    cfg.trainer.channels_last = resolve_channels_last(cfg.trainer.channels_last, accelerator)
+def prepare(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The job's config with its ``auto`` device settings made concrete, resolved and validated
+    (``ssd.validate``): done once, by the process that runs the job (each rank of a job that torchrun
+    starts is such a process). ``cfg`` is not changed."""
+    container = resolve_auto(cfg)
+    validate(container)
+    return container
 
 
 def run_dir_and_group(cfg: DictConfig | None = None) -> tuple[Path, str]:
@@ -65,23 +64,18 @@ def run_dir_and_group(cfg: DictConfig | None = None) -> tuple[Path, str]:
     setup_console()
     hc = HydraConfig.get()
     log_dir = Path(cfg.paths.log_dir) if cfg is not None else Path(hc.runtime.cwd)
-    run_dir = shared_run_dir(hc, log_dir)
-    return run_dir, job_group(hc, run_dir)
+    run_dir = launch.shared_run_dir(hc, log_dir)
+    return run_dir, launch.job_group(hc, run_dir)
 
 
-def run_config(cfg: DictConfig, run_dir: Path | None = None, group: str | None = None) -> dict[str, Any]:
-    """Validate ``cfg`` and run its pipeline into ``run_dir``; return the results.
+def run_prepared(container: dict[str, Any], run_dir: Path, group: str) -> dict[str, Any]:
+    """Run a prepared config's pipeline into ``run_dir`` in this process; return the results.
 
     Before anything is written, rank 0 checks that ``run_dir`` holds this config or nothing
     (``ssd.rundir``: a ConfigError naming the keys that differ; ``resume=false`` starts over).
     """
-    validate(cfg)
-    resolve_auto(cfg)
-    if run_dir is None:
-        run_dir, group = run_dir_and_group()
-    container = OmegaConf.to_container(cfg, resolve=True)
     record_run_config(container, run_dir)
-    results = run_pipeline(container, run_dir, group or run_dir.name)
+    results = run_pipeline(container, run_dir, group)
     if is_launch_rank_zero():
         log.info(
             "%s done: noisy test acc %.4f, clean acc %.4f -> %s",
@@ -93,11 +87,21 @@ def run_config(cfg: DictConfig, run_dir: Path | None = None, group: str | None =
     return results
 
 
+def run_config(
+    cfg: DictConfig | dict[str, Any], run_dir: Path | None = None, group: str | None = None
+) -> dict[str, Any]:
+    """Validate ``cfg`` and run its pipeline into ``run_dir``, in this process; return the results
+    (what tests and notebooks call: ``execute`` is the job as the command line runs it)."""
+    container = prepare(cfg)
+    if run_dir is None:
+        run_dir, group = run_dir_and_group()
+    return run_prepared(container, run_dir, group or run_dir.name)
+
+
 def record_run_config(container: dict[str, Any], run_dir: Path) -> None:
-    """Rank 0, once per launch: the folder holds this config or nothing (``ssd.rundir``), then
-    ``run.json`` and ``config.resolved.yaml`` say so. Skipped in the ranks torchrun started for a
-    job whose launching process did it already."""
-    if not is_launch_rank_zero() or os.environ.get(PREPARED_VAR) == str(run_dir):
+    """Rank 0: the folder holds this config or nothing (``ssd.rundir``), then ``run.json`` and
+    ``config.resolved.yaml`` say so."""
+    if not is_launch_rank_zero():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(container, run_dir)  # a ConfigError for another config's folder; resume=false starts over
@@ -105,17 +109,17 @@ def record_run_config(container: dict[str, Any], run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def prepared(run_dir: Path) -> Iterator[None]:
-    """Tell this job's code (and the ranks it starts) that ``run_dir`` is checked and recorded."""
-    before = os.environ.get(PREPARED_VAR)
-    os.environ[PREPARED_VAR] = str(run_dir)
+def isolated_job() -> Iterator[None]:
+    """A job leaves no trace for the next job of a sweep: no process group, ``os.environ`` and the
+    torch thread count as they were."""
+    environ, threads = dict(os.environ), torch.get_num_threads()
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(PREPARED_VAR, None)
-        else:
-            os.environ[PREPARED_VAR] = before
+        destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
 
 
 def record_config_error(err: ConfigError, cfg: DictConfig, run_dir: Path) -> None:
@@ -146,12 +150,13 @@ def execute(cfg: DictConfig, run_dir: Path, group: str) -> tuple[int, dict[str, 
     interruptions propagate (Hydra prints them; exit status 1).
     """
     try:
-        validate(cfg)  # before any other rank is started
-        resolved = copy.deepcopy(cfg)  # the job's cfg stays as composed: its ranks compare digests of it
-        resolve_auto(resolved)
-        record_run_config(OmegaConf.to_container(resolved, resolve=True), run_dir)
-        with prepared(run_dir):  # ssd.launch: the job here, or on torchrun's ranks when it asks for several
-            return 0, run_job(cfg, run_dir, lambda: run_config(cfg, run_dir, group))
+        with isolated_job():
+            launch.check_rank_config(cfg)  # a rank torchrun started composed exactly its job's config
+            container = prepare(cfg)  # before any other rank is started
+            complete = container["resume"] and read_complete_results(run_dir) is not None
+            if launch.starts_ranks(container["trainer"]) and not complete:
+                return 0, launch.launch_ranks(cfg, run_dir)  # the ranks run the job (this function, each)
+            return 0, run_prepared(container, run_dir, group)
     except ConfigError as err:
         record_config_error(err, cfg, run_dir)
         print(f"ssd: config error: {err}", file=sys.stderr)
@@ -191,13 +196,13 @@ class OutputFolderCheck(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")  # checkout or wheel
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the noisy test accuracy (for Hydra sweepers)."""
+    """Hydra entry point; returns ``results[objective]`` (what a Hydra sweeper such as Optuna maximises)."""
     run_dir, group = run_dir_and_group(cfg)
     with handle_signals():  # SIGTERM / SIGINT -> status interrupted, exit 143 / 130
         code, results = execute(cfg, run_dir, group)
     if code:
         sys.exit(code)
-    return (results or {}).get("test_acc")
+    return (results or {}).get(cfg.objective)
 
 
 if __name__ == "__main__":

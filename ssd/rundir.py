@@ -39,8 +39,6 @@ def job_folder_name(override_dirname: str, limit: int = JOB_FOLDER_MAX) -> str:
     return f"{head}~{digest}"
 
 
-OmegaConf.register_new_resolver("ssd.job_folder", job_folder_name, replace=True)
-
 #: keys that say how a run is launched or logged, not what it computes (dotted; a section drops whole)
 LAUNCH_ONLY = (
     "trainer.devices",
@@ -170,7 +168,7 @@ def prepare_run_dir(container: Mapping[str, Any], run_dir: Path) -> None:
     """
     identity = run_identity(container)
     digest = config_digest(identity)
-    if not container.get("resume", True):
+    if not container["resume"]:
         supersede(run_dir)
     else:
         previous = previous_identity(run_dir)

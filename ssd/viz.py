@@ -89,5 +89,5 @@ def save_denoising_grid(
     path = Path(trainer.default_root_dir) / f"{name}_grid.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
-    log_images(trainer.logger, f"images/{name}", grid, caption=GRID_ROWS)
+    log_images(trainer.loggers, f"images/{name}", grid, caption=GRID_ROWS)
     return path

@@ -75,3 +75,36 @@ def run_cli(
 
 def read_results(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "results.json").read_text())
+
+
+def classifier(arch: str, num_classes: int, mean: Any, std: Any, **kwargs: Any) -> Any:
+    """The ``Classifier`` of ``conf/model/<arch>.yaml``'s backbone (``resnet18`` is ``resnet18_cifar``)."""
+    from ssd import models
+
+    backbone = getattr(models, "resnet18_cifar" if arch == "resnet18" else arch)(num_classes, **kwargs)
+    return models.Classifier(backbone, mean, std)
+
+
+def datamodule(option: str, **settings: Any) -> Any:
+    """``data=<option>`` as a run builds it (its YAML is where the defaults are), ``settings`` over it."""
+    from ssd.parts import build_datamodule
+    from ssd.validate import resolve_auto
+
+    cfg = compose_cfg([f"data={option}", "trainer.accelerator=cpu", "trainer.channels_last=false"])
+    return build_datamodule({"data": {**resolve_auto(cfg)["data"], **settings}})
+
+
+#: every shared datamodule setting, for a datamodule built in Python from arrays (``InMemoryDataModule``)
+DATA_SETTINGS: dict[str, Any] = {
+    "name": "arrays",
+    "pad_mode": "zeros",
+    "batch_size": 32,
+    "eval_batch_size": None,
+    "val_size": 0.1,
+    "split_seed": 0,
+    "seed": 0,
+    "augment": True,
+    "channels_last": False,
+    "limit_train": None,
+    "limit_test": None,
+}

@@ -15,11 +15,10 @@ from omegaconf import OmegaConf
 from ssd.analysis import TapAgreement, feature_agreement, linear_gram, unbiased_hsic
 from ssd.analyze_features import main as analyze_main
 from ssd.cache import StageCache, sha256_file
-from ssd.noise import build_noise
-from ssd.pipeline import build_datamodule
+from ssd.parts import build_noise, classifier_factory
+from ssd.pipeline import load_data
 from ssd.results import write_json_atomic
 from ssd.stages import data_fingerprint, entry_name, stage_config, stage_key
-from ssd.strategies.base import build_classifier_from_cfg
 from tests.helpers import TINY, compose_cfg
 
 
@@ -86,7 +85,7 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp / "run"
     run.mkdir()
     OmegaConf.save(OmegaConf.create(cfg), run / "config.resolved.yaml")
-    _, info = build_datamodule(cfg)
+    _, info = load_data(cfg)
     torch.manual_seed(0)
     paths = {}
     for role, stage_cfg in (
@@ -95,7 +94,7 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("student", cfg),
     ):
         paths[role] = run / f"{role}.pt"
-        torch.save(build_classifier_from_cfg(stage_cfg, info).state_dict(), paths[role])
+        torch.save(classifier_factory(stage_cfg["model"], info)().state_dict(), paths[role])
     stages = {
         "teacher": {"strategy": "vanilla", "net": str(paths["vanilla"])},
         "main": {"strategy": "self_distill", "net": str(paths["student"])},
@@ -124,7 +123,7 @@ def test_clean_teacher_found_in_the_stage_cache(fake_run: Path, tmp_path: Path) 
     """A student_teacher or clean run with the same settings left a clean teacher in the cache: found by its key."""
     cfg = OmegaConf.to_container(OmegaConf.load(fake_run / "config.resolved.yaml"), resolve=True)
     teacher_cfg = stage_config(cfg, {"strategy": "clean"})
-    key = stage_key(teacher_cfg, {}, data_fingerprint(build_datamodule(cfg)[0]))
+    key = stage_key(teacher_cfg, {}, data_fingerprint(load_data(cfg)[0]))
     StageCache(Path(cfg["paths"]["cache_dir"]) / "stages").publish(
         entry_name(teacher_cfg, key), fake_run / "clean.pt", {"key": key}
     )
@@ -139,9 +138,9 @@ def test_clean_teacher_found_in_the_stage_cache(fake_run: Path, tmp_path: Path) 
 
 def test_identical_network_on_clean_input_agrees_exactly(fake_run: Path) -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(fake_run / "config.resolved.yaml"), resolve=True)
-    datamodule, info = build_datamodule(cfg)
-    net = build_classifier_from_cfg(cfg, info)
-    other = build_classifier_from_cfg(cfg, info)
+    datamodule, info = load_data(cfg)
+    net = classifier_factory(cfg["model"], info)()
+    other = classifier_factory(cfg["model"], info)()
     other.load_state_dict(net.state_dict())
 
     def batches():

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd.models import ARCHITECTURES
+import ssd.parts
+from ssd import models
 from ssd.run import execute
-from tests.helpers import TINY, compose_cfg, run_cli
+from tests.helpers import TINY, compose_cfg, datamodule, run_cli
 
 #: a synthetic run small enough that nothing here would take long even if it did start
 BASE = [
@@ -44,7 +45,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("files")
 
     def classifier(arch: str, classes: int) -> dict[str, torch.Tensor]:
-        state = {f"backbone.{k}": v for k, v in ARCHITECTURES[arch].build(classes).state_dict().items()}
+        state = {f"backbone.{k}": v for k, v in getattr(models, arch)(classes).state_dict().items()}
         return {**state, "mean": torch.zeros(1, 3, 1, 1), "std": torch.ones(1, 3, 1, 1)}
 
     out = {
@@ -85,23 +86,31 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("data.batch_size=512", "data.batch_size=512", "at most the training set: 64 images"),
     ("+data.limit_train=20 data.batch_size=32", "data.batch_size=32", "at most the training set: 20"),
-    ("data.val_size=-0.5", "data.val_size=-0.5", "fraction in [0, 1)"),
+    ("data.val_size=-0.5", "data.val_size=-0.5", "in [0, 1)"),
     ("data.train=0", "data.train=0", "integer > 0"),
     ("+data.limit_trian=3", "data.limit_trian=3", "did you mean data.limit_train"),
     ("bare: experiment=cpu_quick data=imagefolder", "data.variant='subset'", "~data.variant"),
     ("cifar: data.variant=tiny", "data.variant='tiny'", "auto, full, subset"),
     # optimizer and schedule
-    ("optim.scheduler.name=cosin", "optim.scheduler.name='cosin'", "cosine, constant, multistep"),
+    (
+        "optim.scheduler._target_=ssd.schedules.cosin",
+        "optim.scheduler._target_='ssd.schedules.cosin'",
+        "importable",
+    ),
     ("optim.optimizer.lr=-0.1", "optim.optimizer.lr=-0.1", "finite number > 0"),
     ("optim.optimizer.lr=0", "optim.optimizer.lr=0", "finite number > 0"),
     ("optim.optimizer.lr=nan", "optim.optimizer.lr=nan", "finite number > 0"),
     ("optim.optimizer.lr=inf", "optim.optimizer.lr=inf", "finite number > 0"),
-    ("optim.optimizer.weight_decay=-1", "optim.optimizer.weight_decay=-1", "[0, inf]"),
+    ("optim.optimizer.weight_decay=-1", "optim.optimizer.weight_decay=-1", "finite number >= 0"),
     ("optim.optimizer.momentum=1.5", "optim.optimizer.momentum=1.5", "[0, 1]"),
-    ("optim.scheduler.warmup_epochs=-1", "optim.scheduler.warmup_epochs=-1", "[0, inf]"),
+    ("optim.scheduler.warmup_epochs=-1", "optim.scheduler.warmup_epochs=-1", "finite number >= 0"),
     ("optim.scheduler.min_lr_ratio=2", "optim.scheduler.min_lr_ratio=2", "[0, 1]"),
-    ("optim.scheduler.milestones=[0.5,2]", "optim.scheduler.milestones=[0.5, 2]", "fractions of training"),
-    ("optim.optimizer._target_=torch.optim.Nope", "optim.optimizer._target_", "importable optimizer"),
+    (
+        "optim/scheduler=multistep optim.scheduler.milestones=[0.5,2]",
+        "optim.scheduler.milestones=[0.5, 2]",
+        "in [0, 1]",
+    ),
+    ("optim.optimizer._target_=torch.optim.Nope", "optim.optimizer._target_", "importable"),
     ("+optim.optimizer.lamda=1", "optim.optimizer.lamda=1", "no key 'lamda'"),
     ("strategy=joint strategy.optim.optimizer.lr=-1", "strategy.optim.optimizer.lr=-1", "finite number > 0"),
     # unknown keys
@@ -111,12 +120,16 @@ CASES: list[tuple[str, str, str]] = [
     ("+noise.sigmaa=0.2", "noise.sigmaa=0.2", "did you mean noise.sigma"),
     ("+paths.cach_dir=x", "paths.cach_dir='x'", "did you mean paths.cache_dir"),
     ("strategy=self_distill +strategy.logit_kd.wieght=1", "strategy.logit_kd.wieght=1", "weight"),
-    ("strategy=self_distill +strategy.teacher.overrides.model.archh=resnet56", "model.archh", "model.arch"),
+    (
+        "strategy=self_distill +strategy.teacher.overrides.model.archh=resnet56",
+        "model.archh",
+        "no key 'archh'",
+    ),
     # stages
     (
-        "strategy=self_distill strategy.teacher.overrides={model:{arch:resnet99}}",
-        "model.arch='resnet99'",
-        "resnet20",
+        "strategy=self_distill strategy.teacher.overrides={model:{_target_:ssd.models.resnet99}}",
+        "model._target_='ssd.models.resnet99'",
+        "importable",
     ),
     ("strategy=self_distill strategy.teacher.strategy=nope", "strategy.teacher.strategy='nope'", "vanilla"),
     ("strategy=self_distill strategy.teacher.ckpt=/no/such/net.pt", "strategy.teacher.ckpt=", "existing"),
@@ -128,16 +141,20 @@ CASES: list[tuple[str, str, str]] = [
     (
         "init_from=@resnet56",
         "init_from=",
-        "it holds a resnet56 (4 classes), but this stage's model.arch is resnet20",
+        "it holds a model=resnet56 (4 classes), but this stage's network is the model (ssd.models.resnet20)",
     ),
     ("init_from=@resnet20_10", "init_from=", "for 10 classes, but data=synthetic has 4"),
     (
         "strategy=self_distill strategy.teacher.ckpt=@resnet56",
         "strategy.teacher.ckpt=",
-        "model.arch is resnet20",
+        "holds a model=resnet56 (4 classes)",
     ),
     ("strategy=self_distill strategy.teacher.ckpt=@truncated", "strategy.teacher.ckpt=", "not a readable"),
-    ("strategy=denoise strategy.denoiser.ckpt=@resnet20_4", "strategy.denoiser.ckpt=", "not the denoiser"),
+    (
+        "strategy=denoise strategy.denoiser.ckpt=@resnet20_4",
+        "strategy.denoiser.ckpt=",
+        "network is the denoiser",
+    ),
     ("eval_only=true", "eval_only=True", "needs init_from"),
     # machine, folders, trainer
     ("trainer.devices=64 data.batch_size=64", "trainer.devices=64", "this machine has"),
@@ -146,7 +163,7 @@ CASES: list[tuple[str, str, str]] = [
     ("paths.cache_dir=@a_file/cache", "paths.cache_dir=", "is a file, not a folder"),
     ("paths.cache_lock=nfs", "paths.cache_lock='nfs'", "file, soft"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1", "finite number >= 0"),
-    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0", "number of batches >= 1"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0", "integer > 0"),
     ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0", "integer > 0"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0", "integer > 0"),
     ("trainer.precision=fp8", "trainer.precision='fp8'", "32-true"),
@@ -155,8 +172,20 @@ CASES: list[tuple[str, str, str]] = [
     # noise, model, misc
     ("noise.sigma=inf", "noise.sigma=inf", "finite number"),
     ("noise.sigma=-0.1", "noise.sigma=-0.1", ">= 0"),
-    ("model.arch=resnet99", "model.arch='resnet99'", "resnet20"),
-    ("logger.name=mlflow", "logger.name='mlflow'", "csv"),
+    ("model._target_=ssd.models.resnet99", "model._target_='ssd.models.resnet99'", "importable"),
+    ("+logger.mlflow._target_=mlflow.Logger", "logger.mlflow._target_='mlflow.Logger'", "importable"),
+    ("trainer.compile=maybe", "trainer.compile='maybe'", "true or false"),
+    ("trainer.channels_last=sometimes", "trainer.channels_last='sometimes'", "true or false"),
+    (
+        "strategy=online_distill strategy.ema_bn=average",
+        "strategy.ema_bn='average'",
+        "ema, student, recompute",
+    ),
+    ("strategy=online_distill strategy.ema_decay=1", "strategy.ema_decay=1", "[0, 1)"),
+    ("strategy=self_distill strategy.taps=[layer9]", "strategy.taps=['layer9']", "not a named tap"),
+    ("strategy=self_distill strategy.generations=0", "strategy.generations=0", "integer >= 1"),
+    ("strategy=joint strategy.w_rec=0 strategy.w_cls=0", "strategy.w_rec, strategy.w_cls", "at least one"),
+    ("noise.eval_levels=[0.1,oops]", "noise.eval_levels=[0.1, 'oops']", "list of numbers"),
     ("seed=-1", "seed=-1", "integer >= 0"),
 ]
 if GPU:  # only meaningful where there is no CUDA GPU
@@ -179,16 +208,25 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return fail
 
     for target in (
-        "ssd.pipeline.build_datamodule",
+        "ssd.pipeline.load_data",
         "ssd.pipeline.build_module",
         "ssd.pipeline.fit_stage",
         "ssd.fit.build_module",
         "ssd.fit.fit_stage",
         "ssd.data.cifar.load_cifar_arrays",
         "ssd.data.folder.scan_image_folder",
-        "ssd.models.classifier.build_classifier",
+        "ssd.data.memory.InMemoryDataModule._ensure_loaded",
+        "ssd.data.folder.FolderDataModule._ensure_scanned",
     ):
         monkeypatch.setattr(target, tripwire(target))
+    real_build = ssd.parts.build_strategy
+
+    def meta_only(*args, **kwargs):  # validation builds strategies, but only on the meta device
+        if torch.get_default_device().type != "meta":
+            called.append("ssd.parts.build_strategy off the meta device")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr("ssd.parts.build_strategy", meta_only)
     return called
 
 
@@ -262,8 +300,6 @@ def test_image_folder_skips_files_that_are_not_images(
     import numpy as np
     from PIL import Image
 
-    from ssd.data import FolderDataModule
-
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for cls in ("a", "b"):
@@ -276,7 +312,9 @@ def test_image_folder_skips_files_that_are_not_images(
     whole = (tmp_path / "imgs" / "train" / "b" / "0.png").read_bytes()
     (tmp_path / "imgs" / "train" / "b" / "cut.png").write_bytes(whole[: len(whole) // 2])  # header intact
 
-    dm = FolderDataModule(tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, num_workers=0)
+    dm = datamodule(
+        "imagefolder", root=tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, num_workers=0
+    )
     with caplog.at_level(logging.WARNING, logger="ssd.data"):
         dm.setup("fit")
     assert dm.split_sizes() == {"train": 7, "val": 0, "test": 6}  # 6 + the cut one; 7 - 1 empty
@@ -286,8 +324,8 @@ def test_image_folder_skips_files_that_are_not_images(
     cut = next(i for i, (path, _) in enumerate(dataset.samples) if path.endswith("cut.png"))
     with pytest.raises(OSError, match=r"cut\.png: not a readable image"):
         dataset[cut]  # cut off after a valid header: named when decoded
-    unchecked = FolderDataModule(
-        tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, check_images=False
+    unchecked = datamodule(
+        "imagefolder", root=tmp_path / "imgs", image_size=8, batch_size=2, val_size=0, check_images=False
     )
     assert unchecked.split_sizes()["train"] == 8
 

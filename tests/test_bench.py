@@ -21,9 +21,9 @@ from torchvision.transforms import ToTensor, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ssd import bench
-from ssd.data import InMemoryDataModule, SyntheticDataModule, random_crop_flip, to_unit_float
+from ssd.data import InMemoryDataModule, random_crop_flip, to_unit_float
 from ssd.paths import conf_dir
-from tests.helpers import TINY, compose_cfg
+from tests.helpers import DATA_SETTINGS, TINY, compose_cfg, datamodule
 
 # --------------------------------------------------------------------------- the benchmark
 
@@ -216,9 +216,8 @@ def test_in_memory_datamodule_batches_equal_the_torchvision_path(channels_last: 
         "x_test": _images(12, size, seed=3),
         "y_test": np.arange(12) % 4,
     }
-    dm = InMemoryDataModule(
-        arrays=arrays, batch_size=16, val_size=0, padding=padding, channels_last=channels_last
-    )
+    settings = {**DATA_SETTINGS, "batch_size": 16, "val_size": 0, "channels_last": channels_last}
+    dm = InMemoryDataModule(arrays=arrays, padding=padding, **settings)
     dm.setup("fit")
     x, y, idx = dm.device_batch(next(iter(dm.train_dataloader())), augment=True)
     assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -243,30 +242,31 @@ def test_splits_are_copied_to_the_training_device_once_when_resident() -> None:
             strategy=SimpleNamespace(root_device=torch.device(device)),
         )
 
-    resident = SyntheticDataModule(train=32, test=8, batch_size=8, val_size=0, device_resident=True)
+    resident = datamodule("synthetic", train=32, test=8, batch_size=8, val_size=0, device_resident=True)
     resident.setup("fit")
     resident.trainer = on("meta")  # stands for a GPU: any device other than the split's
     first, second = resident.train_dataloader().dataset, resident.train_dataloader().dataset
     assert first.x.device.type == "meta" and first.x is second.x and first.y is second.y
     assert resident.test_dataloader().dataset.x.device.type == "meta"
-    auto = SyntheticDataModule(train=32, test=8, batch_size=8, val_size=0)  # auto: CUDA devices only
+    auto = datamodule("synthetic", train=32, test=8, batch_size=8, val_size=0)  # auto: CUDA devices only
     auto.setup("fit")
     auto.trainer = on("meta")
     assert auto.train_dataloader().dataset.x.device.type == "cpu"
     with pytest.raises(ValueError, match="device_resident"):
-        SyntheticDataModule(device_resident="gpu")
+        datamodule("synthetic", device_resident="gpu")
 
 
 @pytest.mark.slow
 def test_compiled_networks_keep_their_feature_taps(tmp_path: Path) -> None:
     """trainer.compile=true: a student compiled after a teacher stage of the same class still records taps."""
+    from ssd.data.protocol import DataFacts
     from ssd.fit import build_module
     from ssd.models import FeatureTaps
 
     cfg = OmegaConf.to_container(
         compose_cfg([*TINY, "trainer.compile=true", "trainer.channels_last=false"], tmp_path), resolve=True
     )
-    info = {"num_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}
+    info = DataFacts(4, 16, (0.5,) * 3, (0.25,) * 3)
     x = torch.rand(2, 3, 16, 16)
     build_module(cfg, info, {}).net(x)  # e.g. the teacher stage: compiled and run without hooks
     student = build_module(cfg, info, {}).net

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.cache import StageCache, sha256_file
-from ssd.pipeline import Pipeline, build_datamodule
+from ssd.pipeline import Pipeline, load_data
 from ssd.stages import data_fingerprint, stage_config, stage_key
 from tests.helpers import ONE_THREAD, TINY, compose_cfg, read_results, run_cli
 
@@ -35,7 +35,7 @@ def small_cfg(tmp_path: Path, strategy: str, *overrides: str) -> dict[str, Any]:
 def teacher_record(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Obtain the teacher stage of ``cfg`` into ``run_dir/teacher`` (train, cache or run folder)."""
     pipeline = Pipeline(cfg, run_dir, "test")
-    pipeline.datamodule, pipeline.data_info = build_datamodule(cfg)
+    pipeline.datamodule, pipeline.facts = load_data(cfg)
     pipeline.fingerprint = data_fingerprint(pipeline.datamodule)
     _, records = pipeline.required(cfg, run_dir)
     return records["teacher"]

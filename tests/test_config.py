@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError
-from ssd.config.validate import validate
+from ssd.validate import resolve_auto, validate
 from tests.helpers import TINY, compose_cfg, run_cli
 
 
@@ -14,14 +14,16 @@ def test_default_config_is_the_research_recipe() -> None:
     assert compose_cfg(return_hydra=True).hydra.job.chdir is False  # DDP children rely on it
     cfg = compose_cfg()
     validate(cfg)
-    assert cfg.data.name == "cifar10" and cfg.model.arch == "resnet18" and cfg.strategy.name == "vanilla"
+    assert cfg.data.name == "cifar10" and cfg.strategy.name == "vanilla"
+    assert cfg.model._target_ == "ssd.models.resnet18_cifar"
     assert cfg.optim.optimizer.lr == 0.1 and cfg.optim.optimizer.nesterov and cfg.data.batch_size == 128
 
 
 def test_cpu_quick_preset() -> None:
     cfg = compose_cfg(["experiment=cpu_quick"])
     validate(cfg)
-    assert cfg.model.arch == "resnet20" and cfg.data.variant == "subset" and cfg.trainer.max_epochs <= 20
+    assert cfg.model._target_ == "ssd.models.resnet20" and cfg.data.variant == "subset"
+    assert cfg.trainer.max_epochs <= 20
 
 
 @pytest.mark.parametrize(
@@ -32,9 +34,9 @@ def test_cpu_quick_preset() -> None:
         ("data.batch_size=0", "data.batch_size=0"),
         ("data.batch_size=-4", "data.batch_size=-4"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0"),
-        ("model.arch=resnet99", "model.arch='resnet99'"),
-        ("noise.name=speckle", "speckle"),
-        ("logger.name=mlflow", "logger.name='mlflow'"),
+        ("model._target_=ssd.models.resnet99", "model._target_='ssd.models.resnet99'"),
+        ("noise._target_=ssd.noise.Speckle", "ssd.noise.Speckle"),
+        ("+logger.mlflow._target_=mlflow.Logger", "logger.mlflow._target_='mlflow.Logger'"),
         ("seed=-1", "seed=-1"),
         ("data.val_size=1.5", "data.val_size=1.5"),
         ("trainer.precision=fp8", "trainer.precision='fp8'"),
@@ -60,8 +62,15 @@ def test_batch_size_must_split_over_devices() -> None:
         validate(cfg)
 
 
-def test_validate_accepts_plain_containers() -> None:
-    validate(OmegaConf.to_container(compose_cfg(TINY), resolve=True))
+def test_auto_settings_are_resolved_once_into_a_plain_container() -> None:
+    """``resolve_auto``: what a run validates and uses; keys that interpolate a setting follow it."""
+    container = resolve_auto(compose_cfg([*TINY, "trainer.channels_last=auto"]))
+    assert isinstance(container, dict) and container["trainer"]["channels_last"] in (True, False)
+    assert container["data"]["channels_last"] == container["trainer"]["channels_last"]
+    assert container["trainer"]["precision"] == "32-true"
+    validate(container)
+    with pytest.raises(ConfigError, match="data.channels_last='auto'"):  # never resolved: not a bool
+        validate(OmegaConf.to_container(compose_cfg([*TINY, "trainer.channels_last=auto"]), resolve=True))
 
 
 def test_cli_errors_are_one_line_and_fail_fast(tmp_path) -> None:

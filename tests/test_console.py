@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import re
@@ -16,8 +17,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssd import console
-from ssd.fit import _progress_bar
-from ssd.loggers import StageCSVLogger, StageWandbLogger, build_logger
+from ssd.console import progress_bar
+from ssd.loggers import StageCSVLogger, StageWandbLogger
+from ssd.parts import build_loggers
+from ssd.stage_info import StageInfo
 from tests.helpers import ONE_THREAD, REPO, SMALL, TINY, compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -97,14 +100,14 @@ def test_announce_stage_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
     assert console.announce_stage(1, 2, "teacher", "vanilla", "train", "") == "[1/2] teacher vanilla (train)"
 
 
-def test_progress_bars_carry_the_stage_label() -> None:
-    bar = _progress_bar("[1/2] teacher vanilla")
+def test_progress_bars_carry_the_stage_label(tmp_path: Path) -> None:
+    stage = StageInfo(dir=tmp_path, role="teacher", group="g", label="[1/2] teacher vanilla")
+    bar = progress_bar(stage)
     assert isinstance(bar, console.StageTQDMBar | console.StageRichBar)
     assert bar.test_description == "[1/2] teacher vanilla: test"
-    assert type(_progress_bar()).__name__ in (
-        "TQDMProgressBar",
-        "RichProgressBar",
-    )  # no label: Lightning's own
+    unlabelled = progress_bar(StageInfo(dir=tmp_path, role="main", group="g"))
+    assert type(unlabelled).__name__ in ("TQDMProgressBar", "RichProgressBar")  # no label: Lightning's own
+    assert progress_bar(StageInfo(dir=tmp_path, role="main", group="g", progress_bar=False)) is None
 
 
 def test_quiet_warnings_are_filtered_and_others_are_not() -> None:
@@ -161,16 +164,23 @@ def test_csv_logger_appends_when_resuming_and_starts_over_otherwise(tmp_path: Pa
 
 def test_csv_logger_resumes_only_with_a_checkpoint(tmp_path: Path) -> None:
     cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=csv"], tmp_path), resolve=True)
-    stage = tmp_path / "main"
-    assert build_logger(cfg, "main", stage, "g")._resuming is False  # noqa: SLF001
-    (stage / "checkpoints").mkdir(parents=True)
-    (stage / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert build_logger(cfg, "main", stage, "g")._resuming is True  # noqa: SLF001
+    stage = StageInfo(dir=tmp_path / "main", role="main", group="g")
+    (csv_logger,) = build_loggers(cfg, stage)
+    assert csv_logger._resuming is False  # noqa: SLF001
+    (resumed,) = build_loggers(cfg, dataclasses.replace(stage, resuming=True))
+    assert resumed._resuming is True  # noqa: SLF001
 
 
 def test_tensorboard_has_no_placeholder_hp_metric(tmp_path: Path) -> None:
     cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=tensorboard"], tmp_path), resolve=True)
-    assert build_logger(cfg, "main", tmp_path / "main", "g")._default_hp_metric is False  # noqa: SLF001
+    (logger,) = build_loggers(cfg, StageInfo(dir=tmp_path / "main", role="main", group="g"))
+    assert logger._default_hp_metric is False  # noqa: SLF001
+
+
+def test_several_loggers_at_once(tmp_path: Path) -> None:
+    cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=many"], tmp_path), resolve=True)
+    loggers = build_loggers(cfg, StageInfo(dir=tmp_path / "main", role="main", group="g", config=cfg))
+    assert [type(logger).__name__ for logger in loggers] == ["StageCSVLogger", "StageWandbLogger"]
 
 
 def test_wandb_gets_the_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,7 +190,7 @@ def test_wandb_gets_the_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     logged: list[dict] = []
     monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: logged.append(dict(params)))
     cfg = OmegaConf.to_container(compose_cfg([*TINY, "logger=wandb"], tmp_path), resolve=True)
-    logger = build_logger(cfg, "main", tmp_path / "main", "g")
+    (logger,) = build_loggers(cfg, StageInfo(dir=tmp_path / "main", role="main", group="g", config=cfg))
     assert isinstance(logger, StageWandbLogger) and logger._wandb_init["config"] == cfg  # noqa: SLF001
     logger.log_hyperparams({"cfg": cfg, "data_info": {"num_classes": 10}})
     assert logged == [{"data_info": {"num_classes": 10}}]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -17,6 +16,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from ssd.config import ConfigError
+from ssd.config.signatures import check_section, schema_of
 from ssd.data import (
     CIFARDataModule,
     FolderDataModule,
@@ -33,7 +34,8 @@ from ssd.data import (
 )
 from ssd.data.memory import BatchTensorDataset
 from ssd.data.splits import carve_validation
-from tests.helpers import compose_cfg
+from ssd.validate import resolve_auto
+from tests.helpers import DATA_SETTINGS, compose_cfg, datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,7 +210,7 @@ def test_batched_dataset_uses_one_fancy_index() -> None:
 
 def test_cifar_datamodule_on_tiny_npz(tiny_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSD_DATA_DIR", raising=False)
-    dm = CIFARDataModule(root=tiny_npz.parent, batch_size=8, eval_batch_size=16, val_size=0.2)
+    dm = datamodule("cifar10", root=tiny_npz.parent, batch_size=8, eval_batch_size=16, val_size=0.2)
     assert (dm.num_classes, dm.image_size) == (10, 32) and len(dm.mean) == len(dm.std) == 3
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 48, "val": 12, "test": 20}
@@ -233,7 +235,7 @@ def test_cifar_datamodule_on_tiny_npz(tiny_npz: Path, monkeypatch: pytest.Monkey
 
 def test_split_is_deterministic_and_seeded(tiny_npz: Path) -> None:
     def val_x(split_seed: int) -> torch.Tensor:
-        dm = CIFARDataModule(root=tiny_npz.parent, val_size=10, split_seed=split_seed)
+        dm = datamodule("cifar10", root=tiny_npz.parent, val_size=10, split_seed=split_seed)
         dm.setup("fit")
         return dm.split("val")[0]
 
@@ -246,14 +248,14 @@ def test_split_is_deterministic_and_seeded(tiny_npz: Path) -> None:
 
 
 def test_no_validation_and_limits(tiny_npz: Path) -> None:
-    dm = CIFARDataModule(root=tiny_npz.parent, val_size=0, limit_train=30, limit_test=7, batch_size=8)
+    dm = datamodule("cifar10", root=tiny_npz.parent, val_size=0, limit_train=30, limit_test=7, batch_size=8)
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 30, "val": 0, "test": 7}
     assert dm.val_dataloader() == []
 
 
 def test_global_batch_size_is_split_over_devices(tiny_npz: Path) -> None:
-    dm = CIFARDataModule(root=tiny_npz.parent, batch_size=8, eval_batch_size=7, val_size=0)
+    dm = datamodule("cifar10", root=tiny_npz.parent, batch_size=8, eval_batch_size=7, val_size=0)
     dm.setup("fit")
     dm.trainer = fake_trainer(world_size=2, global_rank=1)
     assert dm.train_dataloader().batch_size == 4
@@ -266,7 +268,7 @@ def test_global_batch_size_is_split_over_devices(tiny_npz: Path) -> None:
 
 
 def test_channels_last_option() -> None:
-    dm = SyntheticDataModule(train=32, test=8, channels_last=True, batch_size=8)
+    dm = datamodule("synthetic", train=32, test=8, channels_last=True, batch_size=8)
     dm.setup("fit")
     x, _, _ = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
     assert x.is_contiguous(memory_format=torch.channels_last)
@@ -274,14 +276,14 @@ def test_channels_last_option() -> None:
 
 def test_in_memory_from_arrays_computes_stats() -> None:
     a = arrays(size=8, classes=3)
-    dm = InMemoryDataModule(a, batch_size=4)
+    dm = InMemoryDataModule(a, **{**DATA_SETTINGS, "batch_size": 4})
     assert dm.num_classes == 3 and dm.image_size == 8
     expected = a["x_train"].reshape(-1, 3).mean(0) / 255
     assert np.allclose(dm.mean, expected) and np.allclose(dm.std, (a["x_train"].reshape(-1, 3) / 255).std(0))
 
 
 def test_synthetic_is_learnable_and_reproducible() -> None:
-    dm = SyntheticDataModule(num_classes=4, image_size=16, train=256, test=128, val_size=0.1)
+    dm = datamodule("synthetic", num_classes=4, image_size=16, train=256, test=128, val_size=0.1)
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 230, "val": 26, "test": 128} and dm.num_classes == 4
     x, y = dm.split("train")
@@ -291,7 +293,7 @@ def test_synthetic_is_learnable_and_reproducible() -> None:
     xt, yt = dm.split("test")
     pred = torch.cdist(xt.float().mean((2, 3)), centroids).argmin(1)
     assert (pred == yt).float().mean() > 0.8
-    other = SyntheticDataModule(seed=5)
+    other = datamodule("synthetic", seed=5)
     other.setup("fit")
     assert torch.equal(other.split("test")[0], xt)  # seed drives order/augmentation, not the images
 
@@ -323,7 +325,7 @@ class TinyNet(L.LightningModule):
 
 def test_synthetic_end_to_end_with_lightning(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    dm = SyntheticDataModule(batch_size=32, val_size=0)
+    dm = datamodule("synthetic", batch_size=32, val_size=0)
     model = TinyNet()
     trainer = L.Trainer(
         max_epochs=4,
@@ -388,7 +390,7 @@ def test_lookup_order_and_decode_cache(tmp_path: Path, caplog: pytest.LogCapture
 
 def test_missing_data_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSD_DATA_DIR", str(tmp_path))
-    dm = CIFARDataModule(root="/not/used", download=False)
+    dm = datamodule("cifar10", root="/not/used", download=False)
     with pytest.raises(FileNotFoundError) as err:
         dm.setup("fit")
     msg = str(err.value)
@@ -464,7 +466,9 @@ def make_tree(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class:
 
 def test_folder_datamodule_batches(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree")
-    dm = FolderDataModule(root, image_size=32, batch_size=4, eval_batch_size=6, val_size=0.25, num_workers=0)
+    dm = datamodule(
+        "imagefolder", root=root, image_size=32, batch_size=4, eval_batch_size=6, val_size=0.25, num_workers=0
+    )
     assert dm.num_classes == 3 and dm.mean == (0.485, 0.456, 0.406)
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 9, "val": 3, "test": 12}
@@ -535,7 +539,7 @@ def test_real_imagenette_mini_scan() -> None:
     root = shared_data() / "imagenette_mini"
     if not root.is_dir():
         pytest.skip("imagenette_mini/ not present")
-    dm = FolderDataModule(root, image_size=64, batch_size=4, num_workers=0, val_size=0.1)
+    dm = datamodule("imagefolder", root=root, image_size=64, batch_size=4, num_workers=0, val_size=0.1)
     assert dm.num_classes == 10 and dm.split_sizes() == {"train": 540, "val": 60, "test": 250}
 
 
@@ -543,7 +547,7 @@ def test_augmentation_stream_is_a_function_of_seed_rank_and_epoch() -> None:
     """A run resumed at epoch k augments exactly as an uninterrupted one (nothing to checkpoint)."""
 
     def first_batch_of_epoch(epoch: int, warmup_epochs: int = 0, rank: int = 0) -> torch.Tensor:
-        dm = SyntheticDataModule(train=64, test=8, batch_size=16, val_size=0)
+        dm = datamodule("synthetic", train=64, test=8, batch_size=16, val_size=0)
         dm.setup("fit")
         batch = next(iter(dm.test_dataloader()))
         trainer = SimpleNamespace(world_size=2, global_rank=rank, training=True, current_epoch=0)
@@ -567,10 +571,10 @@ def test_augmentation_stream_is_a_function_of_seed_rank_and_epoch() -> None:
 def every_family(tmp_path: Path, tiny_npz: Path) -> list[ShardedDataModule]:
     tree = make_tree(tmp_path / "tree")
     return [
-        InMemoryDataModule(arrays(size=8, classes=3), batch_size=4),
-        CIFARDataModule(root=tiny_npz.parent, batch_size=8),
-        SyntheticDataModule(train=32, test=8, batch_size=8),
-        FolderDataModule(tree, image_size=16, batch_size=4, num_workers=0, val_size=0.25),
+        InMemoryDataModule(arrays(size=8, classes=3), **{**DATA_SETTINGS, "batch_size": 4}),
+        datamodule("cifar10", root=tiny_npz.parent, batch_size=8),
+        datamodule("synthetic", train=32, test=8, batch_size=8),
+        datamodule("imagefolder", root=tree, image_size=16, batch_size=4, num_workers=0, val_size=0.25),
     ]
 
 
@@ -594,8 +598,10 @@ def test_every_datamodule_meets_the_protocol(
 
 def test_setting_seed_gives_each_stage_its_own_streams(tmp_path: Path) -> None:
     """The pipeline sets ``datamodule.seed`` before each stage's fit: order and augmentation follow it."""
-    synthetic = SyntheticDataModule(train=64, test=8, batch_size=8, val_size=0)
-    folder = FolderDataModule(make_tree(tmp_path / "tree"), image_size=16, batch_size=2, num_workers=0)
+    synthetic = datamodule("synthetic", train=64, test=8, batch_size=8, val_size=0)
+    folder = datamodule(
+        "imagefolder", root=make_tree(tmp_path / "tree"), image_size=16, batch_size=2, num_workers=0
+    )
     for dm in (synthetic, folder):
         dm.setup("fit")
 
@@ -624,7 +630,7 @@ def test_setting_seed_gives_each_stage_its_own_streams(tmp_path: Path) -> None:
 def test_folder_fingerprint_follows_names_and_labels_not_location(tmp_path: Path) -> None:
     def fingerprint(root: Path, **kw: object) -> str:
         settings = {"image_size": 16, "batch_size": 2, "num_workers": 0, "val_size": 0.25, **kw}
-        return FolderDataModule(root, **settings).fingerprint()
+        return datamodule("imagefolder", root=root, **settings).fingerprint()
 
     here = fingerprint(make_tree(tmp_path / "here"))
     assert fingerprint(make_tree(tmp_path / "elsewhere")) == here  # the same tree in another place
@@ -639,33 +645,32 @@ def test_folder_fingerprint_follows_names_and_labels_not_location(tmp_path: Path
 
 
 def test_shared_settings_are_declared_once_and_listed_by_every_family() -> None:
-    shared = set(inspect.signature(ShardedDataModule).parameters)
+    """A family passes the shared settings on with ``**settings``; the config check follows them up the chain."""
+    shared = set(schema_of(ShardedDataModule).params)
     assert {"batch_size", "val_size", "seed", "limit_train", "limit_test"} <= shared
     for cls in (InMemoryDataModule, CIFARDataModule, SyntheticDataModule, FolderDataModule):
-        params = inspect.signature(cls).parameters  # what Hydra key checks read
-        assert shared <= set(params), cls.__name__
-        assert all(p.kind is not p.VAR_KEYWORD for p in params.values()), cls.__name__
-    assert inspect.signature(SyntheticDataModule).parameters["batch_size"].default == 32  # family defaults
-    assert inspect.signature(FolderDataModule).parameters["batch_size"].default == 256
-    assert {"padding", "flip", "device_resident"} <= set(inspect.signature(CIFARDataModule).parameters)
-    assert "num_classes" not in inspect.signature(CIFARDataModule).parameters  # fixed by the family
-    assert "padding" not in inspect.signature(FolderDataModule).parameters  # in-memory only
+        schema = schema_of(cls)  # what the config check reads
+        assert shared <= set(schema.params) and not schema.open, cls.__name__
+    assert all(schema_of(SyntheticDataModule).params[k].required for k in shared)  # defaults: in the YAML
+    assert {"padding", "flip", "device_resident"} <= set(schema_of(CIFARDataModule).params)
+    assert "num_classes" not in schema_of(CIFARDataModule).params  # fixed by the family
+    assert "padding" not in schema_of(FolderDataModule).params  # in-memory only
+    with pytest.raises(TypeError, match="paddding"):
+        datamodule("synthetic", paddding=3)
+    with pytest.raises(ConfigError, match=r"data.paddding=3 is not allowed: .*did you mean data.padding"):
+        check_section("data", {"_target_": "ssd.data.SyntheticDataModule", "paddding": 3})
     with pytest.raises(
-        TypeError, match=r"SyntheticDataModule: unknown data setting.*paddding=3.*allowed: .*padding"
+        ConfigError, match=r"data.padding=4 is not allowed: data \(ssd.data.FolderDataModule\) has no key"
     ):
-        SyntheticDataModule(paddding=3)
-    with pytest.raises(TypeError, match=r"FolderDataModule: unknown data setting.*padding=4"):
-        FolderDataModule("/not/read", padding=4)
+        check_section("data", {"_target_": "ssd.data.FolderDataModule", "root": "/not/read", "padding": 4})
 
 
 @pytest.mark.parametrize("data", ["synthetic", "cifar10", "cifar100", "imagefolder"])
 def test_every_data_config_composes_and_builds(data: str, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from ssd.config.keys import check_unknown_keys
-
     cfg = compose_cfg([f"data={data}", "data.limit_train=40", "data.limit_test=8"], tmp_path)
-    check_unknown_keys(cfg)
+    check_section("data", resolve_auto(cfg)["data"])
     dm = instantiate(cfg.data)  # nothing is read until the data is needed
     assert isinstance(dm, ShardedDataModule) and dm.batch_size == cfg.data.batch_size
     assert (dm.seed, dm.limit_train, dm.limit_test) == (cfg.seed, 40, 8)

@@ -22,11 +22,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ssd import launch
+from ssd import run as ssd_run
 from ssd.config.errors import ConfigError
 from ssd.dist import DECISION_TIMEOUT_VAR, agree_on_run_dir, decision_timeout_s, wait_for_decision
-from ssd.launch import RankFailed, needs_script_launch, processes_per_node, run_job, torchrun_command
+from ssd.launch import RankFailed, needs_script_launch, processes_per_node, torchrun_command
 from ssd.results import write_json_atomic
-from ssd.run import run_config
+from ssd.run import execute, isolated_job, run_config
 from tests.helpers import ONE_THREAD, REPO, SMALL, compose_cfg, read_results, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -159,14 +160,17 @@ def test_eval_only_sweep_over_devices_gives_identical_metrics(
 @pytest.mark.parametrize(
     ("trainer", "expected"),
     [
-        ({"strategy": "auto", "devices": 1, "accelerator": "cpu"}, False),
-        ({"strategy": "auto", "devices": 2, "accelerator": "cpu"}, True),
-        ({"strategy": "ddp", "devices": 1, "accelerator": "cpu"}, True),  # Lightning would still set env vars
+        ({"strategy": "auto", "devices": 1, "num_nodes": 1, "accelerator": "cpu"}, False),
+        ({"strategy": "auto", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}, True),
         (
-            {"strategy": "ddp_spawn", "devices": 2, "accelerator": "cpu"},
+            {"strategy": "ddp", "devices": 1, "num_nodes": 1, "accelerator": "cpu"},
+            True,
+        ),  # Lightning sets env vars
+        (
+            {"strategy": "ddp_spawn", "devices": 2, "num_nodes": 1, "accelerator": "cpu"},
             False,
-        ),  # Lightning spawns those itself
-        ({"strategy": "auto", "devices": "auto", "accelerator": "cpu"}, False),
+        ),  # Lightning spawns
+        ({"strategy": "auto", "devices": "auto", "num_nodes": 1, "accelerator": "cpu"}, False),
         ({"strategy": "auto", "devices": 1, "num_nodes": 2, "accelerator": "cpu"}, True),
     ],
 )
@@ -222,31 +226,26 @@ def test_nothing_is_spawned_under_an_external_launcher(
     monkeypatch.setattr(
         launch, "launch_ranks", lambda *a: pytest.fail("spawned ranks under an external launcher")
     )
+    monkeypatch.setattr(ssd_run, "run_prepared", lambda *a: {"ran": "here"})
     cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
     assert launch.externally_launched()
-    assert run_job(cfg, tmp_path / "run", lambda: {"ran": "here"}) == {"ran": "here"}
+    assert execute(cfg, tmp_path / "run", "g") == (0, {"ran": "here"})
 
 
 def test_a_job_that_needs_ranks_goes_to_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "launch_ranks", lambda cfg, run_dir: {"ran": "torchrun", "dir": run_dir})
+    monkeypatch.setattr(ssd_run, "run_prepared", lambda *a: pytest.fail("ran the job here"))
     cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
-    assert run_job(cfg, tmp_path / "run", lambda: pytest.fail("ran the job here")) == {
-        "ran": "torchrun",
-        "dir": tmp_path / "run",
-    }
+    assert execute(cfg, tmp_path / "run", "g") == (0, {"ran": "torchrun", "dir": tmp_path / "run"})
 
 
-def test_a_job_leaves_environment_and_threads_as_it_found_them(tmp_path: Path) -> None:
+def test_a_job_leaves_environment_and_threads_as_it_found_them() -> None:
     before_env, before_threads = dict(os.environ), torch.get_num_threads()
-
-    def work() -> dict[str, Any]:
+    with isolated_job():
         os.environ.update(
             {"OMP_NUM_THREADS": "1", "SSD_LAUNCH_ID": "x"}
         )  # what Lightning and the pipeline set
         torch.set_num_threads(before_threads + 1)
-        return {}
-
-    run_job(compose_cfg(DDP_RUN, tmp_path), tmp_path / "run", work)
     assert dict(os.environ) == before_env and torch.get_num_threads() == before_threads
 
 
@@ -254,7 +253,7 @@ def test_a_rank_composing_a_different_config_fails(tmp_path: Path, monkeypatch: 
     cfg = compose_cfg(DDP_RUN, tmp_path)
     monkeypatch.setenv(launch.DIGEST_VAR, "0" * 16)
     with pytest.raises(RankFailed, match="different config"):
-        run_job(cfg, tmp_path / "run", dict)
+        execute(cfg, tmp_path / "run", "g")
 
 
 def test_ranks_started_by_torchrun_keep_their_jobs_wandb_group(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,7 +382,8 @@ def test_torchrun_ranks_share_rank_zeros_run_folder(tmp_path: Path) -> None:
 
 @pytest.mark.ddp
 def test_a_config_error_found_by_the_ranks_is_the_jobs_config_error(tmp_path: Path) -> None:
-    """A 2-process job whose data folder is missing exits 2 with the error, as a 1-process job does."""
+    """A 2-process job whose data folder is missing exits 2 with the error, as a 1-process job does (found
+    before any rank starts: the datamodule declares its classes from the folder)."""
     args = [
         "data=imagefolder",
         f"paths.data_dir={tmp_path}/no_data",
@@ -397,7 +397,7 @@ def test_a_config_error_found_by_the_ranks_is_the_jobs_config_error(tmp_path: Pa
     ]
     proc = run_cli(args, tmp_path, timeout=300, env=ONE_THREAD)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "ssd: config error: data=imagefolder" in proc.stderr
+    assert "ssd: config error: data (ssd.data.FolderDataModule) is not allowed" in proc.stderr
     assert read_results(tmp_path / "run")["status"] == "failed"
 
 
@@ -488,3 +488,34 @@ def test_ddp_spawn_still_works(tmp_path: Path) -> None:
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").rglob("results.json")]
     res = read_results(run_dir)
     assert res["status"] == "complete" and res["stages"]["main"]["world_size"] == 2
+
+
+def test_torchrun_ranks_get_the_jobs_user_config_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job composed with ``hydra.searchpath`` (out-of-tree parts) hands it to its ranks: each rank composes
+    the same job, its own config groups included."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    started: list[list[str]] = []
+    fake = SimpleNamespace(
+        job=SimpleNamespace(config_name="config", num=0),
+        runtime=SimpleNamespace(config_sources=[]),
+        overrides=SimpleNamespace(
+            hydra=["hydra.searchpath=[file:///mine/conf]", "hydra.run.dir=/elsewhere"],
+            task=["noise=salt_pepper"],
+        ),
+        mode=RunMode.RUN,
+        sweep=SimpleNamespace(subdir="x"),
+    )
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: fake))
+    monkeypatch.setattr(launch, "run_torchrun", lambda cmd, env, what: started.append(list(cmd)))
+    write_json_atomic(tmp_path / "run" / "results.json", {"status": "complete"})
+    cfg = compose_cfg([*DDP_RUN, "trainer.strategy=ddp", "trainer.devices=2"], tmp_path)
+    assert launch.launch_ranks(cfg, tmp_path / "run") == {"status": "complete"}
+    (cmd,) = started
+    assert "hydra.searchpath=[file:///mine/conf]" in cmd and "noise=salt_pepper" in cmd
+    assert "hydra.run.dir=/elsewhere" not in cmd  # the job's own folder is pinned instead

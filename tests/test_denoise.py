@@ -12,14 +12,14 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError
-from ssd.config.validate import validate
-from ssd.fit import fit_stage
-from ssd.pipeline import build_datamodule
+from ssd.fit import build_module, fit_stage
+from ssd.parts import classifier_factory, denoiser_factory
+from ssd.pipeline import load_data
 from ssd.run import resolve_auto
 from ssd.stages import stage_key
-from ssd.strategies.base import build_classifier_from_cfg
-from ssd.strategies.denoise_classify import Denoise, DenoiseThenClassify
-from ssd.strategies.denoiser import DenoisingEvaluation, TrainDenoiser, build_denoiser_from_cfg
+from ssd.strategies.denoise_classify import Denoise, DenoiseFrozen, DenoiseThenClassify
+from ssd.strategies.denoiser import DenoisingEvaluation
+from ssd.validate import validate
 from ssd.viz import denoising_grid
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 
@@ -36,7 +36,7 @@ def tiny_cfg(*overrides: str) -> dict[str, Any]:
 
 
 def tiny_data(cfg: dict[str, Any]) -> tuple[L.LightningDataModule, dict[str, Any]]:
-    return build_datamodule(cfg)
+    return load_data(cfg)
 
 
 # --------------------------------------------------------------------------- denoiser stage
@@ -45,7 +45,7 @@ def tiny_data(cfg: dict[str, Any]) -> tuple[L.LightningDataModule, dict[str, Any
 def test_noise2noise_target_is_an_independent_draw_of_the_same_image() -> None:
     cfg = tiny_cfg("strategy=denoiser", "strategy.target=noise2noise", "noise.sigma=0.2")
     _, info = tiny_data(cfg)
-    module = TrainDenoiser(cfg, info)
+    module = build_module(cfg, info, {})
     x = torch.rand(64, 3, 16, 16)
     noisy, target = module.training_input(x), module.regression_target(x)  # the training step's two draws
     n1, n2 = (noisy - x).flatten(), (target - x).flatten()
@@ -59,7 +59,7 @@ def test_noise2noise_target_is_an_independent_draw_of_the_same_image() -> None:
 def test_clean_target_is_the_clean_image() -> None:
     cfg = tiny_cfg("strategy=denoiser")
     _, info = tiny_data(cfg)
-    module = TrainDenoiser(cfg, info)
+    module = build_module(cfg, info, {})
     x = torch.rand(4, 3, 16, 16)
     noisy, target = module.training_input(x), module.regression_target(x)
     assert target is x and not torch.equal(noisy, x)
@@ -69,7 +69,7 @@ def test_identity_denoiser_psnr_equals_noisy_input_psnr(tmp_path: Path) -> None:
     """At init DnCNN is the identity, so its test PSNR must be exactly the noisy input's."""
     cfg = tiny_cfg("strategy=denoiser", "noise.sigma=0.1")
     datamodule, info = tiny_data(cfg)
-    module = TrainDenoiser(cfg, info)
+    module = build_module(cfg, info, {})
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -120,24 +120,24 @@ def test_denoiser_stage_key_follows_the_denoiser_config_only_where_used() -> Non
 
 def test_denoise_roles_and_what_it_trains() -> None:
     frozen = tiny_cfg("strategy=denoise_frozen")
-    assert Denoise.required_roles(frozen) == ("denoiser", "classifier") and not Denoise.trains(frozen)
-    train = tiny_cfg("strategy=denoise")  # the SPEC's baseline: g trained on D(x~) by default
-    assert Denoise.required_roles(train) == ("denoiser",) and Denoise.trains(train)
+    assert DenoiseFrozen.requires == ("denoiser", "classifier") and not DenoiseFrozen.trains
+    train = tiny_cfg("strategy=denoise")  # the SPEC's baseline: g trained on D(x~)
+    assert Denoise.requires == ("denoiser",) and Denoise.trains
     assert (
-        Denoise.method_label(train) == "denoise:clean"
-        and Denoise.method_label(frozen) == "denoise_frozen:clean"
+        Denoise.method_label(train["strategy"]) == "denoise:clean"
+        and DenoiseFrozen.method_label(frozen["strategy"]) == "denoise_frozen:clean"
     )
     n2n = tiny_cfg("strategy=denoise", "strategy.target=noise2noise")
     assert n2n["strategy"]["denoiser"]["overrides"]["strategy"]["target"] == "noise2noise"
 
 
 def test_denoise_train_mode_trains_the_classifier_only() -> None:
-    cfg = tiny_cfg("strategy=denoise", "strategy.classifier_mode=train")
+    cfg = tiny_cfg("strategy=denoise")
     _, info = tiny_data(cfg)
-    denoiser = build_denoiser_from_cfg(cfg)
+    denoiser = denoiser_factory(cfg["denoiser"])()
     torch.nn.init.normal_(denoiser.net[-1].weight, std=0.01)  # not the identity
     before = {k: v.clone() for k, v in denoiser.state_dict().items()}
-    module = Denoise(cfg, info, {"denoiser": denoiser})
+    module = build_module(cfg, info, {"denoiser": denoiser})
     assert isinstance(module.net, DenoiseThenClassify) and module.net.denoiser is denoiser
     module.train()
     assert not denoiser.training and module.net.classifier.training
@@ -147,29 +147,30 @@ def test_denoise_train_mode_trains_the_classifier_only() -> None:
     assert logits.shape == (8, 4)
     assert all(p.grad is None for p in denoiser.parameters())
     assert all(p.grad is not None for p in module.net.classifier.parameters())
-    assert {id(p) for p in module.trainable_parameters()} == {
-        id(p) for p in module.net.classifier.parameters()
-    }
+    assert {id(p) for p in module.param_groups()} == {id(p) for p in module.net.classifier.parameters()}
     assert all(torch.equal(before[k], v) for k, v in denoiser.state_dict().items())
 
 
 def test_denoise_frozen_mode_classifies_the_denoised_image() -> None:
     cfg = tiny_cfg("strategy=denoise_frozen")
     _, info = tiny_data(cfg)
-    denoiser, classifier = build_denoiser_from_cfg(cfg), build_classifier_from_cfg(cfg, info)
-    module = Denoise(cfg, info, {"denoiser": denoiser, "classifier": classifier}).eval()
+    denoiser, classifier = denoiser_factory(cfg["denoiser"])(), classifier_factory(cfg["model"], info)()
+    module = build_module(cfg, info, {"denoiser": denoiser, "classifier": classifier}).eval()
     x = torch.rand(4, 3, 16, 16)
     assert torch.equal(module.predict_logits(x), classifier(denoiser(x)))
-    assert module.trainable_parameters() == []
+    assert module.param_groups() == []
     with pytest.raises(ValueError, match=r"frozen\['classifier'\]"):
-        Denoise(cfg, info, {"denoiser": denoiser})
+        build_module(cfg, info, {"denoiser": denoiser})
 
 
 def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None:
     """fit_stage skips fit when the strategy trains nothing, and still tests accuracy and PSNR."""
     cfg = tiny_cfg("strategy=denoise_frozen", "data.test=32")
     datamodule, info = tiny_data(cfg)
-    frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
+    frozen = {
+        "denoiser": denoiser_factory(cfg["denoiser"])(),
+        "classifier": classifier_factory(cfg["model"], info)(),
+    }
     module, result = fit_stage(cfg, "main", tmp_path / "main", datamodule, info, frozen, "test")
     assert result["epochs"] == 0 and result["train_images_per_s"] == 0.0
     assert not (tmp_path / "main" / "checkpoints" / "last.ckpt").exists()
@@ -183,12 +184,12 @@ def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None
     ("overrides", "message"),
     [
         (["strategy=denoise", "strategy.target=n2n"], "strategy.target='n2n'"),
-        (["strategy=denoise", "strategy.classifier_mode=both"], "strategy.classifier_mode='both'"),
-        (["strategy=denoise", "denoiser.arch=bm3d"], "denoiser.arch='bm3d'"),
+        (["strategy=denoise", "+strategy.classifier_mode=both"], "strategy.classifier_mode='both'"),
+        (["strategy=denoise", "denoiser._target_=bm3d.BM3D"], "denoiser._target_='bm3d.BM3D'"),
         (["strategy=denoiser", "strategy.target=noisy"], "strategy.target='noisy'"),
         (
-            ["strategy=denoiser", "strategy.optim.scheduler.name=linear"],
-            "strategy.optim.scheduler.name='linear'",
+            ["strategy=denoiser", "strategy.optim.scheduler._target_=ssd.schedules.linear"],
+            "strategy.optim.scheduler._target_='ssd.schedules.linear'",
         ),
         (
             ["strategy=denoise", "strategy.denoiser.overrides.strategy.target=x"],
@@ -198,8 +199,6 @@ def test_frozen_classifier_main_stage_is_evaluation_only(tmp_path: Path) -> None
             ["strategy=denoise_frozen", "strategy.classifier.strategy=nope"],
             "strategy.classifier.strategy='nope'",
         ),
-        (["strategy=denoise", "strategy.classifier_mode=frozen"], "strategy=denoise_frozen"),
-        (["strategy=denoise_frozen", "strategy.classifier_mode=train"], "strategy=denoise"),
     ],
 )
 def test_bad_denoise_configs_name_the_key(overrides: list[str], message: str) -> None:
@@ -211,8 +210,8 @@ def test_bad_denoise_configs_name_the_key(overrides: list[str], message: str) ->
 def test_cpu_quick_uses_the_small_dncnn_unless_told_otherwise() -> None:
     cfg = compose_cfg(["experiment=cpu_quick", "strategy=denoise"])
     validate(cfg)
-    assert (cfg.denoiser.arch, cfg.denoiser.depth, cfg.denoiser.width) == ("dncnn", 8, 32)
-    assert compose_cfg(["experiment=cpu_quick", "denoiser=unet"]).denoiser.arch == "unet"
+    assert (cfg.denoiser._target_, cfg.denoiser.depth, cfg.denoiser.width) == ("ssd.models.DnCNN", 8, 32)
+    assert compose_cfg(["experiment=cpu_quick", "denoiser=unet"]).denoiser._target_ == "ssd.models.UNet"
 
 
 # --------------------------------------------------------------------------- end to end
@@ -231,7 +230,6 @@ def test_denoise_end_to_end_noise2noise_with_a_trained_classifier(tmp_path: Path
         "noise.sigma=0.2",
         "strategy=denoise",
         "strategy.target=noise2noise",
-        "strategy.classifier_mode=train",
         "+strategy.denoiser.overrides.strategy.optim.optimizer.lr=0.01",
     ]
     proc = run_cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)

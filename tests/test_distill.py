@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 
 from ssd.cache import sha256_file
 from ssd.config import ConfigError
-from ssd.config.validate import validate
 from ssd.fit import build_module, fit_stage
-from ssd.pipeline import build_datamodule, stage_config
-from ssd.strategies.base import build_classifier_from_cfg
+from ssd.parts import classifier_factory
+from ssd.pipeline import load_data
+from ssd.stages import method_label, stage_config
 from ssd.strategies.distill import FeatureDistillation
+from ssd.validate import validate
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 
 # a smaller tiny run for end-to-end CLI tests: one epoch, few images, one robustness level
@@ -38,9 +39,9 @@ def tiny_cfg(strategy: str, *overrides: str) -> dict[str, Any]:
 
 def make_module(cfg: dict[str, Any]) -> tuple[FeatureDistillation, Any]:
     """The strategy module with a randomly initialised teacher built from the teacher stage's config."""
-    datamodule, info = build_datamodule(cfg)
+    datamodule, info = load_data(cfg)
     torch.manual_seed(1)
-    teacher = build_classifier_from_cfg(stage_config(cfg, cfg["strategy"]["teacher"]), info)
+    teacher = classifier_factory(stage_config(cfg, cfg["strategy"]["teacher"])["model"], info)()
     module = build_module(cfg, info, {"teacher": teacher})
     return module, datamodule
 
@@ -82,7 +83,7 @@ def test_defaults_of_the_two_strategies() -> None:
     [
         (
             ["strategy.taps=[stem,layer4]"],
-            "tap 'layer4' is not known; valid taps: stem, layer1, layer2, layer3",
+            "tap 'layer4' is not known: not a named tap (stem, layer1, layer2, layer3",
         ),
         (
             ["strategy.feature_loss=l1"],
@@ -92,7 +93,7 @@ def test_defaults_of_the_two_strategies() -> None:
             ["strategy.teacher_input=blurry"],
             "strategy.teacher_input='blurry' is not allowed: must be one of clean, same, independent",
         ),
-        (["strategy.lambda=-0.5"], "strategy.lambda=-0.5 is not allowed: must be a number in [0, inf]"),
+        (["strategy.lambda=-0.5"], "strategy.lambda=-0.5 is not allowed: must be a finite number >= 0"),
         (
             ["strategy.teacher.ckpt=/nonexistent/net.pt"],
             "strategy.teacher.ckpt='/nonexistent/net.pt' is not allowed",
@@ -105,12 +106,12 @@ def test_defaults_of_the_two_strategies() -> None:
         (["strategy.logit_kd.temperature=0"], "strategy.logit_kd.temperature=0 is not allowed"),
         (["strategy.taps=[]"], "must name at least one tap unless strategy.logit_kd.weight > 0"),
         (
-            ["strategy.teacher.overrides={model: {arch: resnet18}}"],
+            ["strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}"],
             "strategy.adapter=False is not allowed: tap 'stem' has 16 student channels but 64",
         ),
         (
             [
-                "strategy.teacher.overrides={model: {arch: resnet18}}",
+                "strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}",
                 "strategy.adapter=true",
                 "strategy.init_from_teacher=true",
             ],
@@ -131,14 +132,16 @@ def test_wider_teacher_needs_and_gets_adapters() -> None:
             [
                 *TINY,
                 "strategy=self_distill",
-                "strategy.teacher.overrides={model: {arch: resnet18}}",
+                "strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}",
                 "strategy.adapter=true",
             ]
         )
     )
     module, datamodule = make_module(
         tiny_cfg(
-            "self_distill", "strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"
+            "self_distill",
+            "strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}",
+            "strategy.adapter=true",
         )
     )
     assert {k: (a.in_channels, a.out_channels) for k, a in module.adapters.items()} == {
@@ -255,7 +258,7 @@ def test_init_from_teacher() -> None:
 def test_teacher_frozen_and_unchanged_by_a_fit(tmp_path: Path) -> None:
     cfg = tiny_cfg("self_distill", *E2E[len(TINY) :])
     module, datamodule = make_module(cfg)
-    _, info = build_datamodule(cfg)
+    _, info = load_data(cfg)
     teacher = module.teacher
     before = copy.deepcopy(teacher.state_dict())
     student_before = copy.deepcopy(module.net.state_dict())
@@ -394,7 +397,7 @@ def test_teacher_batchnorm_is_folded_for_a_fit_and_the_loss_is_unchanged() -> No
 
 
 def teacher_stage(cfg: dict[str, Any]) -> dict[str, Any]:
-    return stage_config(cfg, FeatureDistillation.role_config(cfg, "teacher"))
+    return stage_config(cfg, FeatureDistillation.role_config(cfg["strategy"], "teacher"))
 
 
 def test_generation_k_is_taught_by_generation_k_minus_1_down_to_the_configured_teacher() -> None:
@@ -411,8 +414,8 @@ def test_generation_k_is_taught_by_generation_k_minus_1_down_to_the_configured_t
     assert {k: v for k, v in chain[1]["strategy"].items() if k != "generations"} == {
         k: v for k, v in cfg["strategy"].items() if k != "generations"
     }
-    assert FeatureDistillation.method_label(cfg) == "self_distill:same:gen3"
-    assert FeatureDistillation.method_label(chain[2]) == "self_distill:same"
+    assert FeatureDistillation.method_label(cfg["strategy"]) == "self_distill:same:gen3"
+    assert FeatureDistillation.method_label(chain[2]["strategy"]) == "self_distill:same"
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "two"])
@@ -436,23 +439,28 @@ def test_teacher_ablations_are_plain_config() -> None:
     # a weaker teacher (fewer epochs) and teachers of other architectures
     weak = tiny_cfg("self_distill", "strategy.teacher.overrides={trainer: {max_epochs: 1}}")
     assert teacher_stage(weak)["trainer"]["max_epochs"] == 1 and weak["trainer"]["max_epochs"] == 2
-    deeper = tiny_cfg("self_distill", "strategy.teacher.overrides={model: {arch: resnet56}}")
-    assert teacher_stage(deeper)["model"]["arch"] == "resnet56"  # same widths: no adapters needed
+    deeper = tiny_cfg("self_distill", "strategy.teacher.overrides={model: {_target_: ssd.models.resnet56}}")
+    assert (
+        teacher_stage(deeper)["model"]["_target_"] == "ssd.models.resnet56"
+    )  # same widths: no adapters needed
     for overrides in (
         ["noise.sigma=0.2", "strategy.teacher_sigma=0.5"],
         ["strategy.teacher.overrides={trainer: {max_epochs: 1}}"],
-        ["strategy.teacher.overrides={model: {arch: resnet56}}"],
-        ["strategy.teacher.overrides={model: {arch: resnet18}}", "strategy.adapter=true"],
+        ["strategy.teacher.overrides={model: {_target_: ssd.models.resnet56}}"],
+        [
+            "strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}",
+            "strategy.adapter=true",
+        ],
         ["strategy.teacher_sigma=0.3", "strategy.generations=2"],
     ):
         validate(compose_cfg([*TINY, "strategy=self_distill", *overrides]))
-    assert FeatureDistillation.method_label(short) == "self_distill:same:teacher_sigma=0.5"
-    assert FeatureDistillation.method_label(weak) == "self_distill:same:teacher[trainer.max_epochs=1]"
-    assert FeatureDistillation.method_label(tiny_cfg("student_teacher")) == "student_teacher"
-    label = FeatureDistillation.method_label(tiny_cfg("student_teacher", "strategy.teacher_input=same"))
+    assert method_label(short) == "self_distill:same:teacher_sigma=0.5"
+    assert method_label(weak) == "self_distill:same:teacher[trainer.max_epochs=1]"
+    assert method_label(tiny_cfg("student_teacher")) == "student_teacher"
+    label = method_label(tiny_cfg("student_teacher", "strategy.teacher_input=same"))
     assert label == "student_teacher:same"
     assert (
-        FeatureDistillation.method_label(tiny_cfg("self_distill", "strategy.teacher.strategy=clean"))
+        method_label(tiny_cfg("self_distill", "strategy.teacher.strategy=clean"))
         == "self_distill:same:teacher=clean"
     )
 
@@ -462,12 +470,15 @@ def test_teacher_ablations_are_plain_config() -> None:
     [
         (
             ["strategy.teacher_sigma=-0.1"],
-            "strategy.teacher_sigma=-0.1 is not allowed: must be null or a number >= 0",
+            "strategy.teacher_sigma=-0.1 is not allowed: must be null or a finite number >= 0",
         ),
-        (["noise=poisson", "strategy.teacher_sigma=0.5"], "needs a noise model with a sigma (noise=poisson)"),
+        (
+            ["noise=poisson", "strategy.teacher_sigma=0.5"],
+            "noise (ssd.noise.PoissonNoise) has no key 'sigma'",
+        ),
         (
             ["strategy.teacher_sigma=0.5", "strategy.teacher.overrides={noise: {sigma: 0.3}}"],
-            "and strategy.teacher.overrides.noise.sigma are both set",
+            "strategy.teacher.overrides.noise.sigma is set too; keep one",
         ),
         (
             ["strategy.fold_teacher_bn=maybe"],

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from ssd.models import FeatureTaps, build_classifier
+from ssd.models import FeatureTaps
 from ssd.models.fold import FoldedBatchNorm, conv_bn_pairs
+from tests.helpers import classifier
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -17,7 +18,7 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 def trained_like(arch: str, seed: int = 0) -> nn.Module:
     """A frozen classifier whose BatchNorms are far from the identity (as after training)."""
     torch.manual_seed(seed)
-    net = build_classifier(arch, 10, MEAN, STD)
+    net = classifier(arch, 10, MEAN, STD)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

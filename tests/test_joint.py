@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssd.config import ConfigError
-from ssd.config.validate import validate
-from ssd.strategies.base import build_classifier_from_cfg
-from ssd.strategies.denoiser import build_denoiser_from_cfg
+from ssd.fit import build_module
+from ssd.parts import classifier_factory, denoiser_factory
 from ssd.strategies.joint import Joint
+from ssd.validate import validate
 from tests.helpers import TINY, compose_cfg, read_results, run_cli
 from tests.test_denoise import SMALL_DENOISER, tiny_cfg, tiny_data
 
@@ -47,9 +47,12 @@ def _fit_joint(
     cfg = tiny_cfg("strategy=joint", *overrides)
     datamodule, info = tiny_data(cfg)
     torch.manual_seed(0)
-    frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
+    frozen = {
+        "denoiser": denoiser_factory(cfg["denoiser"])(),
+        "classifier": classifier_factory(cfg["model"], info)(),
+    }
     before = {role: _snapshot(net) for role, net in frozen.items()}
-    module = Joint(cfg, info, frozen)
+    module = build_module(cfg, info, frozen)
     modes = _RecordModes()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -84,7 +87,7 @@ def test_frozen_classifier_is_unchanged_and_the_stage_nets_are_not_mutated(tmp_p
     keys = checkpoint["state_dict"].keys()
     assert any(k.startswith("net.denoiser.") for k in keys)
     assert not any(k.startswith(("net.classifier.", "frozen.")) for k in keys)
-    again = Joint(module.cfg, module.data_info, {role: net for role, net in frozen.items()})
+    again = build_module(module.hparams["cfg"], module.data, dict(frozen))
     again.on_load_checkpoint(checkpoint)
     again.load_state_dict(checkpoint["state_dict"])
     assert _same(again.net.denoiser, _snapshot(module.net.denoiser))
@@ -108,8 +111,11 @@ def test_train_classifier_updates_both_with_their_own_learning_rates(tmp_path: P
 def test_loss_is_the_weighted_sum_and_w_rec_zero_trains_through_the_classifier() -> None:
     cfg = tiny_cfg("strategy=joint", "strategy.w_rec=0", "strategy.w_cls=2")
     _, info = tiny_data(cfg)
-    frozen = {"denoiser": build_denoiser_from_cfg(cfg), "classifier": build_classifier_from_cfg(cfg, info)}
-    module = Joint(cfg, info, frozen).train()
+    frozen = {
+        "denoiser": denoiser_factory(cfg["denoiser"])(),
+        "classifier": classifier_factory(cfg["model"], info)(),
+    }
+    module = build_module(cfg, info, frozen).train()
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,))
     loss, logits, terms = module.batch_loss(x, y)
     assert loss.item() == pytest.approx(2 * F.cross_entropy(logits, y).item())
@@ -127,7 +133,7 @@ def test_loss_is_the_weighted_sum_and_w_rec_zero_trains_through_the_classifier()
         (["strategy.w_cls=abc"], "strategy.w_cls='abc'"),
         (["strategy.train_classifier=maybe"], "strategy.train_classifier='maybe'"),
         (["strategy.classifier_lr=0"], "strategy.classifier_lr=0"),
-        (["denoiser.arch=bm3d"], "denoiser.arch='bm3d'"),
+        (["denoiser._target_=bm3d.BM3D"], "denoiser._target_='bm3d.BM3D'"),
         (["strategy.denoiser.overrides.strategy.target=noisy"], "stage denoiser"),
     ],
 )

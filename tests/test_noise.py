@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ssd.config import ConfigError
 from ssd.noise import (
-    NOISE_MODELS,
     CounterDraws,
     Draws,
     GaussianNoise,
@@ -17,14 +17,16 @@ from ssd.noise import (
     NoNoise,
     PoissonGaussianNoise,
     PoissonNoise,
-    build_noise,
+    check_draws_only,
     fixed_noisy,
     sample_keys,
     sample_seed,
-    training_generator,
 )
 from ssd.noise.hashing import MASK64, splitmix64, splitmix64_ref, stream_keys, to_int64
 from ssd.noise.poisson import SMALL_RATE, poisson_counts
+from ssd.parts import build_noise
+from ssd.paths import conf_dir
+from ssd.seeding import generator
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -40,22 +42,22 @@ def const(value: float, shape: tuple[int, ...] = (4, 3, 128, 128)) -> torch.Tens
 
 def test_gaussian_statistics():
     x = const(0.5)
-    n = GaussianNoise(0.2)(x, generator=gen()) - x
+    n = GaussianNoise(0.2, clip=False, sigma_max=None)(x, generator=gen()) - x
     assert abs(n.mean().item()) < 2e-3
     assert n.std().item() == pytest.approx(0.2, rel=0.01)
 
 
 def test_gaussian_clip():
     x = torch.rand(8, 3, 32, 32, generator=gen(1))
-    clipped = GaussianNoise(0.5, clip=True)(x, generator=gen(2))
+    clipped = GaussianNoise(0.5, clip=True, sigma_max=None)(x, generator=gen(2))
     assert clipped.min() >= 0.0 and clipped.max() <= 1.0
-    free = GaussianNoise(0.5)(x, generator=gen(2))
+    free = GaussianNoise(0.5, clip=False, sigma_max=None)(x, generator=gen(2))
     assert free.min() < 0.0 and free.max() > 1.0
 
 
 def test_gaussian_sigma_range_per_sample():
     x = torch.zeros(16, 3, 64, 64)
-    noise = GaussianNoise(0.1, sigma_max=0.3)
+    noise = GaussianNoise(0.1, sigma_max=0.3, clip=False)
     assert noise.level == 0.1
     stds = noise(x, generator=gen(3)).flatten(1).std(dim=1)
     assert stds.min().item() > 0.1 * 0.95
@@ -66,7 +68,7 @@ def test_gaussian_sigma_range_per_sample():
 def test_poisson_statistics():
     x = const(0.3)
     ppp = 20.0
-    y = PoissonNoise(ppp)(x, generator=gen(4))
+    y = PoissonNoise(ppp, clip=False)(x, generator=gen(4))
     assert y.mean().item() == pytest.approx(0.3, rel=0.01)
     assert y.var().item() == pytest.approx(0.3 / ppp, rel=0.03)
     # counts are integers: values lie on the 1/ppp grid
@@ -75,15 +77,15 @@ def test_poisson_statistics():
 
 def test_poisson_more_photons_less_noise():
     x = const(0.5)
-    low = (PoissonNoise(5.0)(x, generator=gen(5)) - x).std()
-    high = (PoissonNoise(500.0)(x, generator=gen(5)) - x).std()
+    low = (PoissonNoise(5.0, clip=False)(x, generator=gen(5)) - x).std()
+    high = (PoissonNoise(500.0, clip=False)(x, generator=gen(5)) - x).std()
     assert high < low
 
 
 def test_poisson_gaussian_statistics():
     x = const(0.4)
     ppp, read = 30.0, 0.05
-    y = PoissonGaussianNoise(ppp, read)(x, generator=gen(6))
+    y = PoissonGaussianNoise(ppp, read, clip=False)(x, generator=gen(6))
     assert y.mean().item() == pytest.approx(0.4, rel=0.01)
     assert y.var().item() == pytest.approx(0.4 / ppp + read**2, rel=0.03)
 
@@ -96,7 +98,13 @@ def test_none_is_identity():
 
 
 @pytest.mark.parametrize(
-    "noise", [GaussianNoise(0.1), PoissonNoise(10.0), PoissonGaussianNoise(10.0, 0.02), NoNoise()]
+    "noise",
+    [
+        GaussianNoise(0.1, clip=False, sigma_max=None),
+        PoissonNoise(10.0, clip=False),
+        PoissonGaussianNoise(10.0, 0.02, clip=False),
+        NoNoise(),
+    ],
 )
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
 def test_shape_dtype_preserved(noise: NoiseModel, dtype: torch.dtype):
@@ -107,12 +115,16 @@ def test_shape_dtype_preserved(noise: NoiseModel, dtype: torch.dtype):
 
 def test_rejects_integer_images():
     with pytest.raises(TypeError, match="float images"):
-        GaussianNoise(0.1)(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+        GaussianNoise(0.1, clip=False, sigma_max=None)(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
 
 
 def test_generator_controls_randomness():
     x = torch.rand(4, 3, 16, 16, generator=gen(10))
-    for noise in (GaussianNoise(0.1, sigma_max=0.2), PoissonNoise(10.0), PoissonGaussianNoise(10.0, 0.05)):
+    for noise in (
+        GaussianNoise(0.1, sigma_max=0.2, clip=False),
+        PoissonNoise(10.0, clip=False),
+        PoissonGaussianNoise(10.0, 0.05, clip=False),
+    ):
         assert torch.equal(noise(x, generator=gen(11)), noise(x, generator=gen(11)))
         assert not torch.equal(noise(x, generator=gen(11)), noise(x, generator=gen(12)))
 
@@ -122,94 +134,133 @@ def test_generator_controls_randomness():
 
 def test_at_level():
     g = GaussianNoise(0.1, clip=True, sigma_max=0.3).at_level(0.25)
-    assert g == GaussianNoise(0.25, clip=True)
+    assert g == GaussianNoise(0.25, clip=True, sigma_max=None)
     assert g.sigma_max is None and g.level == 0.25 and g.level_name == "sigma"
 
     p = PoissonNoise(10.0, clip=True).at_level(3.0)
     assert p == PoissonNoise(3.0, clip=True) and p.level_name == "ppp"
 
-    pg = PoissonGaussianNoise(10.0, 0.02).at_level(50.0)
-    assert pg == PoissonGaussianNoise(50.0, 0.02) and pg.level == 50.0
+    pg = PoissonGaussianNoise(10.0, 0.02, clip=False).at_level(50.0)
+    assert pg == PoissonGaussianNoise(50.0, 0.02, clip=False) and pg.level == 50.0
 
     assert NoNoise().level == 0.0 and NoNoise().level_name == "sigma"
-    assert NoNoise().at_level(0.2) == GaussianNoise(0.2)
+    assert NoNoise().at_level(0.2) == GaussianNoise(0.2, clip=False, sigma_max=None)
     assert NoNoise().at_level(0.0) == NoNoise()
     with pytest.raises(ValueError, match="noise.sigma"):
         NoNoise().at_level(-1.0)
     with pytest.raises(ValueError, match="noise.ppp"):
-        PoissonNoise(10.0).at_level(0.0)
+        PoissonNoise(10.0, clip=False).at_level(0.0)
 
 
 def test_describe():
-    assert GaussianNoise(0.2).describe() == "gaussian(sigma=0.2)"
+    assert GaussianNoise(0.2, clip=False, sigma_max=None).describe() == "gaussian(sigma=0.2)"
     assert GaussianNoise(0.1, clip=True, sigma_max=0.3).describe() == (
         "gaussian(sigma=0.1, clip=True, sigma_max=0.3)"
     )
-    assert PoissonNoise(10).describe() == "poisson(ppp=10)"
-    assert PoissonGaussianNoise(10, 0.01).describe() == "poisson_gaussian(ppp=10, read_sigma=0.01)"
+    assert PoissonNoise(10, clip=False).describe() == "poisson(ppp=10)"
+    assert (
+        PoissonGaussianNoise(10, 0.01, clip=False).describe() == "poisson_gaussian(ppp=10, read_sigma=0.01)"
+    )
     assert NoNoise().describe() == "none()"
 
 
 # --- build_noise and validation -----------------------------------------------------------
 
 
-def test_build_noise_each_name():
-    assert set(NOISE_MODELS) == {"gaussian", "poisson", "poisson_gaussian", "none"}
-    assert build_noise({"name": "gaussian", "sigma": 0.2}) == GaussianNoise(0.2)
-    assert build_noise({"name": "poisson", "ppp": 10, "clip": True}) == PoissonNoise(10.0, clip=True)
-    assert build_noise({"name": "poisson_gaussian", "ppp": 10, "read_sigma": 0.01}) == (
-        PoissonGaussianNoise(10.0, 0.01)
+def test_build_noise_from_target_sections():
+    assert build_noise(
+        {"_target_": "ssd.noise.GaussianNoise", "sigma": 0.2, "clip": False, "sigma_max": None}
+    ) == (GaussianNoise(0.2, clip=False, sigma_max=None))
+    assert build_noise({"_target_": "ssd.noise.PoissonNoise", "ppp": 10, "clip": True}) == PoissonNoise(
+        10.0, clip=True
     )
-    assert build_noise({"name": "none"}) == NoNoise()
-
-
-def test_build_noise_dictconfig_extra_and_null_keys():
-    cfg = OmegaConf.create(
-        {"name": "gaussian", "sigma": 0.1, "sigma_max": 0.3, "clip": False, "ppp": None, "eval_seed": 1}
-    )
-    assert build_noise(cfg) == GaussianNoise(0.1, sigma_max=0.3)
-    cfg = OmegaConf.create({"name": "poisson", "sigma": 0.2, "sigma_max": None, "ppp": 5, "read_sigma": None})
-    assert build_noise(cfg) == PoissonNoise(5.0)
-
-
-def test_build_noise_unknown_name_lists_valid():
-    with pytest.raises(ValueError) as err:
-        build_noise({"name": "speckle", "sigma": 0.1})
-    for name in NOISE_MODELS:
-        assert name in str(err.value)
-    with pytest.raises(ValueError, match="noise.name"):
-        build_noise({"sigma": 0.1})
-
-
-def test_build_noise_missing_parameter():
-    with pytest.raises(ValueError, match="noise.sigma is missing"):
-        build_noise({"name": "gaussian"})
+    pg = {
+        "_target_": "ssd.noise.PoissonGaussianNoise",
+        "ppp": 10,
+        "read_sigma": 0.01,
+        "clip": False,
+        "eval_levels": [1.0],
+    }
+    assert build_noise(pg) == PoissonGaussianNoise(
+        10.0, 0.01, clip=False
+    )  # eval_levels: ssd's, not the model's
+    assert build_noise(OmegaConf.create({"_target_": "ssd.noise.NoNoise"})) == NoNoise()
+    assert isinstance(build_noise({"_target_": "ssd.noise.PoissonNoise", "ppp": 5, "clip": False}).ppp, float)
 
 
 @pytest.mark.parametrize(
-    ("cfg", "message"),
+    ("kwargs", "message"),
     [
-        ({"name": "gaussian", "sigma": -0.1}, "noise.sigma=-0.1 is not allowed: must be a number >= 0"),
-        ({"name": "gaussian", "sigma": "0.2"}, "noise.sigma='0.2' is not allowed"),
-        ({"name": "gaussian", "sigma": True}, "noise.sigma=True is not allowed"),
-        ({"name": "gaussian", "sigma": float("nan")}, "noise.sigma=nan is not allowed"),
-        ({"name": "gaussian", "sigma": 0.3, "sigma_max": 0.2}, "noise.sigma_max=0.2 is not allowed"),
-        ({"name": "gaussian", "sigma": 0.3, "clip": "yes"}, "noise.clip='yes' is not allowed"),
-        ({"name": "poisson", "ppp": 0}, "noise.ppp=0 is not allowed: must be a number > 0"),
-        ({"name": "poisson_gaussian", "ppp": 5, "read_sigma": -1}, "noise.read_sigma=-1 is not allowed"),
+        ({"sigma": -0.1}, "noise.sigma=-0.1 is not allowed: must be a finite number >= 0"),
+        ({"sigma": "0.2"}, "noise.sigma='0.2' is not allowed"),
+        ({"sigma": True}, "noise.sigma=True is not allowed"),
+        ({"sigma": float("nan")}, "noise.sigma=nan is not allowed"),
+        ({"sigma": 0.3, "sigma_max": 0.2}, "noise.sigma_max=0.2 is not allowed"),
+        ({"sigma": 0.3, "clip": "yes"}, "noise.clip='yes' is not allowed"),
     ],
 )
-def test_build_noise_bad_values_name_the_key(cfg: dict, message: str):
+def test_bad_values_name_the_key(kwargs: dict, message: str):
     with pytest.raises(ValueError) as err:
-        build_noise(cfg)
+        GaussianNoise(**{"clip": False, "sigma_max": None, **kwargs})
     assert message in str(err.value)
+    with pytest.raises(ValueError, match="noise.ppp=0 is not allowed: must be a finite number > 0"):
+        PoissonNoise(0, clip=False)
+    with pytest.raises(ValueError, match="noise.read_sigma=-1 is not allowed"):
+        PoissonGaussianNoise(5, -1, clip=False)
+
+
+# --- the contract: randomness only from the draws handed in ---------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "noise").glob("*.yaml")))
+def test_every_noise_config_keeps_the_contract(name: str):
+    from ssd.stages import group_section
+
+    noise = build_noise(group_section("noise", name))
+    check_draws_only(noise)
+    for level in group_section("noise", name)["eval_levels"]:
+        check_draws_only(noise.at_level(level))
+
+
+def test_the_contract_catches_a_model_that_draws_for_itself():
+    """A noise model that calls torch.rand / draws one value per batch / mixes images is refused."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class OwnRandomness(GaussianNoise):
+        def _apply(self, x, draws):
+            return x + self.sigma * torch.randn_like(x)  # the global RNG: evaluation noise would move
+
+    @dataclass(frozen=True)
+    class OneDrawPerBatch(GaussianNoise):
+        def _apply(self, x, draws):
+            n = draws.normal((1, *x.shape[1:]), dtype=x.dtype, device=x.device)  # shape check refuses it
+            return x + self.sigma * n
+
+    @dataclass(frozen=True)
+    class MixesImages(GaussianNoise):
+        def _apply(self, x, draws):
+            return x + self.sigma * draws.normal(tuple(x.shape), dtype=x.dtype, device=x.device) + x.mean()
+
+    check_draws_only(GaussianNoise(0.2, clip=False, sigma_max=None))
+    with pytest.raises(ConfigError, match="a random number not taken from the draws"):
+        check_draws_only(OwnRandomness(0.2, clip=False, sigma_max=None))
+    with pytest.raises(ValueError, match="first dimension must be the batch"):
+        check_draws_only(OneDrawPerBatch(0.2, clip=False, sigma_max=None))
+    with pytest.raises(ConfigError, match="depends on the other images of its batch"):
+        check_draws_only(MixesImages(0.2, clip=False, sigma_max=None))
 
 
 # --- fixed evaluation noise and training streams -----------------------------------------
 
 
 @pytest.mark.parametrize(
-    "noise", [GaussianNoise(0.2), PoissonGaussianNoise(8.0, 0.03), GaussianNoise(0.1, sigma_max=0.3)]
+    "noise",
+    [
+        GaussianNoise(0.2, clip=False, sigma_max=None),
+        PoissonGaussianNoise(8.0, 0.03, clip=False),
+        GaussianNoise(0.1, sigma_max=0.3, clip=False),
+    ],
 )
 def test_fixed_noisy_invariant_to_batching(noise: NoiseModel):
     x = torch.rand(20, 3, 8, 8, generator=gen(20))
@@ -225,7 +276,7 @@ def test_fixed_noisy_invariant_to_batching(noise: NoiseModel):
 
 
 def test_fixed_noisy_depends_on_seed_and_index():
-    noise = GaussianNoise(0.2)
+    noise = GaussianNoise(0.2, clip=False, sigma_max=None)
     x = torch.full((2, 3, 8, 8), 0.5)  # same image twice
     a = fixed_noisy(noise, x, torch.tensor([0, 1]), seed=0)
     assert not torch.equal(a[0], a[1])  # different indices -> different noise
@@ -237,10 +288,10 @@ def test_fixed_noisy_depends_on_seed_and_index():
 
 def test_fixed_noisy_dtype_and_checks():
     x = torch.rand(3, 3, 4, 4, generator=gen(22)).to(torch.bfloat16)
-    y = fixed_noisy(PoissonNoise(10.0), x, torch.arange(3), seed=0)
+    y = fixed_noisy(PoissonNoise(10.0, clip=False), x, torch.arange(3), seed=0)
     assert y.dtype == torch.bfloat16 and y.shape == x.shape
     with pytest.raises(ValueError, match="indices"):
-        fixed_noisy(GaussianNoise(0.1), x, torch.arange(2), seed=0)
+        fixed_noisy(GaussianNoise(0.1, clip=False, sigma_max=None), x, torch.arange(2), seed=0)
 
 
 def test_sample_seed_well_mixed():
@@ -251,14 +302,14 @@ def test_sample_seed_well_mixed():
     assert sample_seed(-1, 3) >= 0  # negative seeds are fine
 
 
-def test_training_generator_per_rank():
-    r0 = torch.rand(1000, generator=training_generator(0, 0, "cpu"))
-    r1 = torch.rand(1000, generator=training_generator(0, 1, "cpu"))
-    assert not torch.equal(r0, r1)
-    again = torch.rand(1000, generator=training_generator(0, 0, torch.device("cpu")))
-    assert torch.equal(r0, again)
-    other_seed = torch.rand(1000, generator=training_generator(1, 0, "cpu"))
-    assert not torch.equal(r0, other_seed)
+def test_training_noise_stream_per_rank_and_epoch():
+    def draw(seed: int, rank: int, epoch: int) -> torch.Tensor:
+        return torch.rand(1000, generator=generator(seed, "noise", rank, epoch, "cpu"))
+
+    r0 = draw(0, 0, 0)
+    assert torch.equal(r0, draw(0, 0, 0))
+    assert not torch.equal(r0, draw(0, 1, 0)) and not torch.equal(r0, draw(0, 0, 1))
+    assert not torch.equal(r0, draw(1, 0, 0))
 
 
 # --- counter-based evaluation noise (issue 12) ----------------------------------------------
@@ -290,7 +341,13 @@ def test_sample_keys_are_sample_seeds():
 
 @pytest.mark.parametrize(
     "noise",
-    [GaussianNoise(0.2), PoissonNoise(30.0), PoissonNoise(3.0), PoissonGaussianNoise(50.0, 0.03), NoNoise()],
+    [
+        GaussianNoise(0.2, clip=False, sigma_max=None),
+        PoissonNoise(30.0, clip=False),
+        PoissonNoise(3.0, clip=False),
+        PoissonGaussianNoise(50.0, 0.03, clip=False),
+        NoNoise(),
+    ],
 )
 def test_fixed_noisy_invariant_to_batch_size_and_order(noise: NoiseModel):
     # odd row length (3*5*7) exercises the unpaired Box-Muller value; ppp=30/50 mixes inversion and PTRS
@@ -312,7 +369,10 @@ def test_fixed_noisy_chunking_does_not_change_values(monkeypatch: pytest.MonkeyP
 
     x = torch.rand(6, 3, 40, 40, generator=gen(33))
     idx = torch.arange(6) * 11
-    for noise in (GaussianNoise(0.3), PoissonGaussianNoise(20.0, 0.01)):
+    for noise in (
+        GaussianNoise(0.3, clip=False, sigma_max=None),
+        PoissonGaussianNoise(20.0, 0.01, clip=False),
+    ):
         ref = fixed_noisy(noise, x, idx, seed=0)
         monkeypatch.setitem(counter._CHUNK, "cpu", 1000)  # blocks of 1000 values: rows split in columns
         assert torch.equal(fixed_noisy(noise, x, idx, seed=0), ref)
@@ -323,8 +383,8 @@ def test_fixed_gaussian_statistics_match_old_definition():
     sigma = 0.2
     x = torch.full((64, 3, 32, 32), 0.5)
     idx = torch.arange(64) + 500
-    new = (fixed_noisy(GaussianNoise(sigma), x, idx, seed=1) - x) / sigma
-    old = (old_fixed_noisy(GaussianNoise(sigma), x, idx, seed=1) - x) / sigma
+    new = (fixed_noisy(GaussianNoise(sigma, clip=False, sigma_max=None), x, idx, seed=1) - x) / sigma
+    old = (old_fixed_noisy(GaussianNoise(sigma, clip=False, sigma_max=None), x, idx, seed=1) - x) / sigma
     assert not torch.equal(new, old)  # the realisations changed (see README, Evaluation protocol)
     n = new.numel()
     for z in (new, old):
@@ -344,7 +404,9 @@ def test_fixed_gaussian_statistics_match_old_definition():
 
 def test_fixed_gaussian_independence():
     x = torch.zeros(200, 3, 16, 16)
-    z = fixed_noisy(GaussianNoise(1.0), x, torch.arange(200), seed=0).flatten(1)  # (200, 768)
+    z = fixed_noisy(GaussianNoise(1.0, clip=False, sigma_max=None), x, torch.arange(200), seed=0).flatten(
+        1
+    )  # (200, 768)
     tol = 5 / z.numel() ** 0.5
 
     def corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -363,7 +425,7 @@ def test_fixed_gaussian_independence():
 
 def test_fixed_gaussian_sigma_range_uses_a_uniform_per_image():
     x = torch.zeros(400, 3, 16, 16)
-    noise = GaussianNoise(0.1, sigma_max=0.3)
+    noise = GaussianNoise(0.1, sigma_max=0.3, clip=False)
     stds = fixed_noisy(noise, x, torch.arange(400), seed=2).flatten(1).std(dim=1)
     assert stds.min().item() > 0.1 * 0.9 and stds.max().item() < 0.3 * 1.1
     # sigma is uniform on [0.1, 0.3]: mean 0.2, std 0.2/sqrt(12)
@@ -375,8 +437,8 @@ def test_fixed_draws_of_one_model_are_independent():
     # poisson_gaussian draws counts then read noise: separate streams, so the two are uncorrelated
     x = torch.full((50, 3, 16, 16), 0.5)
     idx = torch.arange(50)
-    shot = fixed_noisy(PoissonNoise(40.0), x, idx, seed=0) - x
-    both = fixed_noisy(PoissonGaussianNoise(40.0, 0.05), x, idx, seed=0) - x
+    shot = fixed_noisy(PoissonNoise(40.0, clip=False), x, idx, seed=0) - x
+    both = fixed_noisy(PoissonGaussianNoise(40.0, 0.05, clip=False), x, idx, seed=0) - x
     read = both - shot  # same keys and first stream: the shot part is identical
     assert torch.allclose(read.std(), torch.tensor(0.05), rtol=0.05)
     for a, b in ((shot, read), (shot, read**2)):  # read**2: the Box-Muller radius against the count
@@ -427,7 +489,10 @@ def test_fixed_poisson_statistics_match_old_definition():
     x = torch.rand(64, 3, 32, 32, generator=gen(34))
     idx = torch.arange(64)
     for ppp in (4.0, 200.0):
-        for y in (fixed_noisy(PoissonNoise(ppp), x, idx, 0), old_fixed_noisy(PoissonNoise(ppp), x, idx, 0)):
+        for y in (
+            fixed_noisy(PoissonNoise(ppp, clip=False), x, idx, 0),
+            old_fixed_noisy(PoissonNoise(ppp, clip=False), x, idx, 0),
+        ):
             resid = (y - x) * ppp / (ppp * x).sqrt()  # standardised: mean 0, variance 1
             assert abs(resid.mean().item()) < 4 / resid.numel() ** 0.5
             assert resid.var().item() == pytest.approx(1.0, abs=0.02)
@@ -449,25 +514,27 @@ class _ZeroDraws(Draws):
 
 def test_models_take_any_draws_source():
     x = torch.rand(2, 3, 4, 4, generator=gen(35))
-    assert torch.equal(GaussianNoise(0.2).corrupt(x, _ZeroDraws()), x)
-    assert torch.allclose(PoissonNoise(7.0).corrupt(x, _ZeroDraws()), x)
-    assert torch.allclose(PoissonGaussianNoise(7.0, 0.1).corrupt(x, _ZeroDraws()), x)
-    assert torch.equal(GaussianNoise(0.2, clip=True).corrupt(x + 2, _ZeroDraws()), torch.ones_like(x))
+    assert torch.equal(GaussianNoise(0.2, clip=False, sigma_max=None).corrupt(x, _ZeroDraws()), x)
+    assert torch.allclose(PoissonNoise(7.0, clip=False).corrupt(x, _ZeroDraws()), x)
+    assert torch.allclose(PoissonGaussianNoise(7.0, 0.1, clip=False).corrupt(x, _ZeroDraws()), x)
+    assert torch.equal(
+        GaussianNoise(0.2, clip=True, sigma_max=None).corrupt(x + 2, _ZeroDraws()), torch.ones_like(x)
+    )
 
 
 def test_generator_draws_keep_training_noise_unchanged():
     # the draw protocol must not change what a seeded training run sees
     x = torch.rand(4, 3, 8, 8, generator=gen(36))
     expected = x + 0.2 * torch.randn(x.shape, generator=gen(37))
-    assert torch.equal(GaussianNoise(0.2)(x, generator=gen(37)), expected)
+    assert torch.equal(GaussianNoise(0.2, clip=False, sigma_max=None)(x, generator=gen(37)), expected)
     g = gen(38)
     shot = torch.poisson(x * 10.0, generator=g) / 10.0
     expected = shot + 0.05 * torch.randn(x.shape, generator=g)
-    assert torch.equal(PoissonGaussianNoise(10.0, 0.05)(x, generator=gen(38)), expected)
+    assert torch.equal(PoissonGaussianNoise(10.0, 0.05, clip=False)(x, generator=gen(38)), expected)
     g = gen(39)
     u = torch.rand((4, 1, 1, 1), generator=g)
     expected = x + (0.1 + 0.2 * u) * torch.randn(x.shape, generator=g)
-    assert torch.equal(GaussianNoise(0.1, sigma_max=0.3)(x, generator=gen(39)), expected)
+    assert torch.equal(GaussianNoise(0.1, sigma_max=0.3, clip=False)(x, generator=gen(39)), expected)
 
 
 def test_counter_draws_checks():
@@ -477,7 +544,12 @@ def test_counter_draws_checks():
     with pytest.raises(ValueError, match="first dimension must be the batch"):
         draws.normal((2, 5), dtype=torch.float32, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="indices must be integers"):
-        fixed_noisy(GaussianNoise(0.1), torch.zeros(2, 1, 2, 2), torch.tensor([0.0, 1.0]), seed=0)
+        fixed_noisy(
+            GaussianNoise(0.1, clip=False, sigma_max=None),
+            torch.zeros(2, 1, 2, 2),
+            torch.tensor([0.0, 1.0]),
+            seed=0,
+        )
     u = draws.uniform((3, 1000), dtype=torch.float32, device=torch.device("cpu"))
     assert u.min() >= 0 and u.max() < 1 and u.mean().item() == pytest.approx(0.5, abs=0.02)
 
@@ -486,10 +558,10 @@ def test_counter_draws_checks():
 @pytest.mark.parametrize(
     "noise",
     [
-        GaussianNoise(0.2),
-        GaussianNoise(0.1, sigma_max=0.3),
-        PoissonNoise(30.0),
-        PoissonGaussianNoise(50.0, 0.03),
+        GaussianNoise(0.2, clip=False, sigma_max=None),
+        GaussianNoise(0.1, sigma_max=0.3, clip=False),
+        PoissonNoise(30.0, clip=False),
+        PoissonGaussianNoise(50.0, 0.03, clip=False),
     ],
 )
 def test_fixed_noisy_same_on_cpu_and_cuda(noise: NoiseModel):

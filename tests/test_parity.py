@@ -8,6 +8,7 @@ import torch
 
 from ssd.parity import _row, markdown
 from ssd.plainloop import Recipe, batches, crop_flip, reset_to_torch_init, train_and_test
+from tests.helpers import classifier
 
 
 def test_batches_keep_pad_or_drop_the_last_partial_batch() -> None:
@@ -30,9 +31,7 @@ def test_crop_flip_shifts_by_at_most_the_padding() -> None:
 
 
 def test_reset_to_torch_init_changes_ssd_init() -> None:
-    from ssd.models import build_classifier
-
-    net = build_classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
+    net = classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
     before = net.backbone.fc.weight.detach().clone()
     reset_to_torch_init(net)
     bound = 1 / np.sqrt(net.backbone.fc.in_features)

@@ -264,7 +264,7 @@ def test_cpu_fidelity_script_end_to_end(tmp_path: Path) -> None:
     # lr 0.01: at lr 0.1 four steps leave BatchNorm statistics that make a generation-3 chain diverge
     # (the cache then refuses the non-finite student, as it should)
     sweep = run_sweep_script(
-        "cpu_fidelity.sh", tmp_path, env, ["~data.limit_train", "optim.optimizer.lr=0.01"]
+        "cpu_fidelity.sh", tmp_path, env, ["data.limit_train=null", "optim.optimizer.lr=0.01"]
     )
     md = (sweep / "report" / "report.md").read_text()
     methods = ["clean", "vanilla", "self_distill:same", "self_distill:independent", "student_teacher"]

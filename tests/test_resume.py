@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ssd.callbacks import FailAtEpoch
+from ssd.data.protocol import DataFacts
+from ssd.parts import build_strategy
 from ssd.results import read_json
 from ssd.run import run_config
-from ssd.strategies.vanilla import Vanilla
 from tests.helpers import ONE_THREAD, SMALL, TINY, compose_cfg, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests.helpers.ONE_THREAD
@@ -59,11 +60,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch: pyte
 def test_training_noise_stream_is_rederived_per_epoch(tmp_path: Path) -> None:
     """The noise of epoch k does not depend on whether epochs < k ran in this process."""
     container = OmegaConf.to_container(compose_cfg(TINY, tmp_path), resolve=True)
-    info = {"num_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 16}
+    facts = DataFacts(4, 16, (0.5,) * 3, (0.25,) * 3)
     x = torch.full((2, 3, 16, 16), 0.5)
 
     def draw(epochs: list[int], rank: int = 0) -> torch.Tensor:
-        module = Vanilla(container, info)
+        module = build_strategy(container, facts, {}, seed=7)
         fake = SimpleNamespace(current_epoch=0, global_rank=rank)
         module.trainer = fake  # add_noise reads current_epoch and global_rank from it
         out = None

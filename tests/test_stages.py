@@ -12,11 +12,11 @@ import torch
 from omegaconf import OmegaConf
 
 import ssd.fit
-from ssd.pipeline import build_datamodule
+from ssd.pipeline import load_data
 from ssd.run import run_config
 from ssd.seeding import stage_seed
 from ssd.stages import data_fingerprint, load_net_weights, net_state_dict, stage_config, stage_key
-from tests.helpers import SMALL, compose_cfg
+from tests.helpers import SMALL, classifier, compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,15 +146,15 @@ def test_a_subset_teacher_is_never_served_to_a_full_set_run(tmp_path: Path) -> N
 
 def test_stage_key_covers_the_data_fingerprint(tmp_path: Path) -> None:
     cfg = OmegaConf.to_container(compose_cfg([*SMALL, "strategy=vanilla"], tmp_path), resolve=True)
-    fingerprint = data_fingerprint(build_datamodule(cfg)[0])
+    fingerprint = data_fingerprint(load_data(cfg)[0])
     assert stage_key(cfg, {}, fingerprint) != stage_key(cfg, {}, {**fingerprint, "content": "other"})
     bigger = OmegaConf.to_container(compose_cfg([*SMALL, "data.train=96"], tmp_path), resolve=True)
-    assert data_fingerprint(build_datamodule(bigger)[0]) != fingerprint
+    assert data_fingerprint(load_data(bigger)[0]) != fingerprint
 
 
 def test_stage_data_overrides_are_rejected(tmp_path: Path) -> None:
     from ssd.config import ConfigError
-    from ssd.config.validate import validate
+    from ssd.validate import validate
 
     cfg = compose_cfg(
         [*SMALL, "strategy=self_distill", "+strategy.teacher.overrides={data: {batch_size: 8}}"]
@@ -188,20 +188,18 @@ def test_one_clean_classifier_serves_stl_denoise_and_joint_and_every_sigma(tmp_p
 
 
 def test_compiled_weights_load_into_an_uncompiled_network() -> None:
-    from ssd.models import build_classifier
-
-    net = build_classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
+    net = classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
     compiled = torch.compile(net)  # the wrapper only; nothing is traced until it is called
     state = net_state_dict(compiled)
     assert not any(k.startswith("_orig_mod.") for k in state)
-    fresh = build_classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
+    fresh = classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
     fresh.load_state_dict(state)
     # a net.pt written by an older ssd from a compiled network (prefixed names) loads too
     legacy = {f"_orig_mod.{k}": v for k, v in compiled.state_dict().items() if not k.startswith("_orig_mod.")}
     legacy = legacy or dict(compiled.state_dict())
     path = Path(__import__("tempfile").mkdtemp()) / "net.pt"
     torch.save(legacy, path)
-    other = build_classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
+    other = classifier("resnet20", 10, (0.5,) * 3, (0.25,) * 3)
     load_net_weights(other, path)
     assert all(
         torch.equal(a, b) for a, b in zip(other.state_dict().values(), net.state_dict().values(), strict=True)

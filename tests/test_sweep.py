@@ -52,7 +52,7 @@ def test_job_folders_fit_the_file_system_however_many_overrides() -> None:
         "strategy.generations=3",
         "noise.sigma=0.2",
         "experiment=cpu_fidelity",
-        "~data.limit_train",
+        "data.limit_train=null",
         "seed=1",
     ]
     names = [compose_cfg([*long, m], return_hydra=True).hydra.sweep.subdir for m in many]
@@ -157,13 +157,16 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
     """Group = the sweep, job type = the stage, name = the job folder, the full resolved config."""
     from lightning.pytorch.loggers import WandbLogger
 
-    from ssd.loggers import build_logger
+    from ssd.parts import build_loggers
+    from ssd.stage_info import StageInfo
 
     cfg = OmegaConf.to_container(
-        compose_cfg([*TINY, "logger=wandb", "tags=[paper]", "logger.entity=lab"], tmp_path), resolve=True
+        compose_cfg([*TINY, "logger=wandb", "tags=[paper]", "logger.wandb.entity=lab"], tmp_path),
+        resolve=True,
     )
     stage_dir = tmp_path / "sweep" / "noise.sigma=0.1,seed=0,strategy=vanilla" / "main"
-    logger = build_logger(cfg, "main", stage_dir, "sweep")
+    stage = StageInfo(dir=stage_dir, role="main", group="sweep", config=cfg)
+    (logger,) = build_loggers(cfg, stage)
     assert isinstance(logger, WandbLogger)
     init = logger._wandb_init  # noqa: SLF001 - what wandb.init will get; no run is started here
     assert (init["group"], init["job_type"], init["project"], init["entity"]) == (
@@ -174,7 +177,7 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
     )
     assert init["name"] == "noise.sigma=0.1,seed=0,strategy=vanilla/main" and init["tags"] == ["paper"]
     assert init["config"] == cfg and init["resume"] == "allow"
-    again = build_logger(cfg, "main", stage_dir, "sweep")
+    (again,) = build_loggers(cfg, stage)
     assert again._wandb_init["id"] == init["id"] == (stage_dir / "wandb_id.txt").read_text()  # noqa: SLF001 - a resumed stage continues its run
 
 
@@ -190,3 +193,33 @@ def test_offline_wandb_run_has_curve_and_images(tmp_path: Path, monkeypatch: pyt
     (table,) = media.glob("table/robustness_table_*.table.json")
     assert json.loads(table.read_text())["columns"] == ["sigma", "accuracy"]
     assert list(media.glob("images/images/test_noise_levels_*.png"))
+
+
+# --------------------------------------------------------------------------- Optuna (conf/hparams_search)
+
+
+def test_an_optuna_search_tunes_lambda_and_taps_and_trains_the_teacher_once(tmp_path: Path) -> None:
+    """``-m hparams_search=self_distill_optuna``: trials differ in lambda/taps only, so the stage cache
+    serves the first trial's teacher to the others; Optuna maximises the validation accuracy."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = [
+        "hydra.mode=MULTIRUN",
+        "hparams_search=self_distill_optuna",
+        *(o for o in SMALL if not o.startswith("data.val_size")),
+        "data.val_size=16",
+        "hydra.sweeper.n_trials=3",
+    ]
+    done = run_cli(args, tmp_path, env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert sweep.name == "optuna-self_distill-gaussian0.1"
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert set(best.best_params) == {"strategy.lambda", "strategy.taps"} and 0 <= best.best_value <= 1
+    trials = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert len(trials) == 3 and all(
+        t["status"] == "complete" and t["strategy"] == "self_distill" for t in trials
+    )
+    assert best.best_value == max(t["val_acc"] for t in trials)  # the objective: validation, not test
+    sources = sorted(t["stages"]["teacher"]["source"] for t in trials)
+    assert sources == ["cache", "cache", "train"]  # one teacher for the whole search
+    assert len({t["stages"]["teacher"]["key"] for t in trials}) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssd.models import FeatureTaps, build_classifier, resolve_taps, tap_shapes
+from ssd.models import FeatureTaps, resolve_taps, tap_shapes
+from tests.helpers import classifier
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -13,28 +14,53 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 @pytest.fixture(scope="module")
 def r20() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_classifier("resnet20", 10, MEAN, STD).eval()
+    return classifier("resnet20", 10, MEAN, STD).eval()
 
 
 @pytest.fixture(scope="module")
 def r18() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_classifier("resnet18", 10, MEAN, STD).eval()
+    return classifier("resnet18", 10, MEAN, STD).eval()
 
 
 def test_resolve_all_and_order(r20) -> None:
-    assert resolve_taps("all", r20.taps) == ["stem", "layer1", "layer2", "layer3"]
-    assert resolve_taps(["layer3", "stem"], r20.taps) == ["stem", "layer3"]
-    assert resolve_taps("layer2", r20.taps) == ["layer2"]
+    assert list(resolve_taps("all", r20)) == ["stem", "layer1", "layer2", "layer3"]
+    assert list(resolve_taps(["layer3", "stem"], r20)) == ["stem", "layer3"]
+    assert resolve_taps("layer2", r20) == {"layer2": "backbone.layer2"}
+
+
+def test_any_module_path_is_a_tap_in_network_order(r20) -> None:
+    """As torchdistill's hooks: a dotted path below the backbone (or from the root) needs no named tap."""
+    taps = resolve_taps(["layer2.0.conv1", "stem", "backbone.layer1.1"], r20)
+    assert taps == {
+        "stem": "backbone.stem",
+        "backbone.layer1.1": "backbone.layer1.1",
+        "layer2.0.conv1": "backbone.layer2.0.conv1",
+    }
+    shapes = tap_shapes(r20, ["layer2.0.conv1", "layer1.1.relu2"], (3, 32, 32))
+    assert shapes == {"layer1.1.relu2": (16, 32, 32), "layer2.0.conv1": (32, 16, 16)}
+    with pytest.raises(ValueError, match="names no feature taps"):  # a plain backbone: 'all' means nothing
+        resolve_taps("all", r20.backbone.layer1)
 
 
 def test_resolve_unknown_lists_valid(r20) -> None:
     with pytest.raises(
-        ValueError, match=r"tap 'layer4' is not known; valid taps: stem, layer1, layer2, layer3"
+        ValueError, match=r"tap 'layer4' is not known: not a named tap \(stem, layer1, layer2, layer3"
     ):
-        resolve_taps(["stem", "layer4"], r20.taps)
+        resolve_taps(["stem", "layer4"], r20)
     with pytest.raises(ValueError, match="more than once"):
-        resolve_taps(["stem", "stem"], r20.taps)
+        resolve_taps(["stem", "stem"], r20)
+
+
+def test_a_feature_changed_in_place_later_is_an_error_not_a_wrong_feature() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(inplace=True))
+    with FeatureTaps(net, ["1"]) as taps:
+        net(torch.randn(2, 3, 8, 8))
+        with pytest.raises(RuntimeError, match=r"tap '1' \(1\): its output was changed in place"):
+            taps.pop()
+    with FeatureTaps(net, ["2"]) as taps:  # after the in-place op: fine
+        net(torch.randn(2, 3, 8, 8))
+        assert taps.pop()["2"].shape == (2, 4, 6, 6)
 
 
 def test_resnet20_shapes(r20) -> None:
@@ -62,7 +88,7 @@ def test_resnet18_shapes(r18) -> None:
 
 
 def test_tv_resnet18_stem_tap_fires_once() -> None:
-    model = build_classifier("tv_resnet18", 10, MEAN, STD).eval()
+    model = classifier("tv_resnet18", 10, MEAN, STD).eval()
     # tap_shapes would raise if the stem relu fired more than once per pass.
     assert tap_shapes(model, "all", (3, 64, 64)) == {
         "stem": (64, 32, 32),
@@ -131,7 +157,7 @@ def test_hooks_removed(r20) -> None:
 
 def test_autocast_bf16_and_channels_last(r20) -> None:
     x = torch.rand(2, 3, 32, 32).to(memory_format=torch.channels_last)
-    model = build_classifier("resnet20", 10, MEAN, STD).eval().to(memory_format=torch.channels_last)
+    model = classifier("resnet20", 10, MEAN, STD).eval().to(memory_format=torch.channels_last)
     with torch.no_grad(), FeatureTaps(model, "all") as taps, torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
         feats = taps.pop()
@@ -143,7 +169,7 @@ def test_autocast_bf16_and_channels_last(r20) -> None:
 
 def test_taps_keep_graph_and_are_not_mutated_later() -> None:
     torch.manual_seed(0)
-    model = build_classifier("resnet18", 10, MEAN, STD).train()
+    model = classifier("resnet18", 10, MEAN, STD).train()
     with FeatureTaps(model, "all") as taps:
         logits = model(torch.rand(2, 3, 32, 32))
         feats = taps.pop()
@@ -185,5 +211,5 @@ def test_module_called_twice_is_rejected() -> None:
             return self.block(self.block(x))
 
     model = Twice()
-    with FeatureTaps(model, ["b"], {"b": "block"}), pytest.raises(RuntimeError, match="fired twice"):
+    with FeatureTaps(model, ["block"]), pytest.raises(RuntimeError, match="fired twice"):
         model(torch.zeros(1))

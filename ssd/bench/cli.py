@@ -34,7 +34,7 @@ from ssd.bench.settings import (
 )
 from ssd.bench.table import check_targets, format_table, summarise
 from ssd.bench.timing import RowResult, StepWindow, run_rounds
-from ssd.pipeline import build_datamodule
+from ssd.pipeline import load_data
 
 
 def profile_row(
@@ -89,7 +89,7 @@ def _measure(settings: BenchSettings) -> dict[str, Any]:
     if "vanilla" not in names:
         names = ["vanilla", *names]  # the reference of every ratio
     base_cfg = compose_run_cfg("vanilla", settings, device)
-    datamodule, data_info = build_datamodule(base_cfg)
+    datamodule, data_info = load_data(base_cfg)
     results: dict[str, RowResult] = {"raw": RowResult("raw", "raw", {})}
     rows: list[Any] = [RawLoop(base_cfg, datamodule, data_info, device)]
     with tempfile.TemporaryDirectory(prefix="ssd-bench-") as tmp:

@@ -12,10 +12,9 @@ from torch import Tensor
 
 from ssd.bench.timing import StepWindow
 from ssd.data.augment import random_crop_flip, to_unit_float
-from ssd.noise import build_noise, training_generator
-from ssd.seeding import stage_seed
-from ssd.strategies.base import build_classifier_from_cfg
-from ssd.strategies.optim import build_optimizer, build_scheduler
+from ssd.data.protocol import DataFacts
+from ssd.parts import build_noise, classifier_factory, optimizer_factory, scheduler_factory
+from ssd.seeding import generator, stage_seed
 
 
 def precision_mode(
@@ -53,20 +52,20 @@ class RawLoop:
     name = "raw"
 
     def __init__(
-        self, cfg: Mapping[str, Any], datamodule: Any, data_info: Mapping[str, Any], device: torch.device
+        self, cfg: Mapping[str, Any], datamodule: Any, data_info: DataFacts, device: torch.device
     ) -> None:
         seed = stage_seed(cfg)  # vanilla's: the row it is compared with
         torch.manual_seed(seed)
         self.autocast, self.dtype, use_scaler = precision_mode(str(cfg["trainer"]["precision"]), device)
         self.channels_last = bool(cfg["trainer"]["channels_last"])
-        net = build_classifier_from_cfg(cfg, data_info).to(device)
+        net = classifier_factory(cfg["model"], data_info)().to(device)
         if self.dtype is not None:
             net = net.to(self.dtype)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = torch.compile(net) if cfg["trainer"].get("compile") else net
-        self.optimizer = build_optimizer(cfg["optim"], net.parameters())
-        self.scheduler = build_scheduler(self.optimizer, cfg["optim"]["scheduler"], 10_000, 100)["scheduler"]
+        self.optimizer = optimizer_factory(cfg["optim"])(net.parameters())
+        self.scheduler = scheduler_factory(cfg["optim"])(self.optimizer, 10_000, 100)
         self.scaler = torch.amp.GradScaler(device.type) if use_scaler else None
         x, y = datamodule.split("train")
         self.x, self.y = x.to(device), y.to(device).long()
@@ -83,7 +82,7 @@ class RawLoop:
             else (lambda b, g: to_unit_float(b))
         )
         self.noise = build_noise(cfg["noise"])
-        self.noise_gen = training_generator(seed, 0, device)
+        self.noise_gen = generator(seed, "noise", 0, 0, device)
         self.data_gen = torch.Generator(device=device).manual_seed(seed)
         self.device = device
         self._order = torch.empty(0, dtype=torch.int64, device=device)

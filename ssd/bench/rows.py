@@ -10,16 +10,20 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from omegaconf import OmegaConf
 from torch import nn
 
 from ssd.bench.settings import CPU_DENOISER, PREFERRED_ORDER, ROW_VARIANTS, BenchSettings
 from ssd.bench.timing import StepWindow, WindowCallback
-from ssd.config.validate import validate
+from ssd.callbacks import last_checkpoint
+from ssd.console import progress_bar
+from ssd.data.protocol import DataFacts
 from ssd.fit import build_module, build_trainer
+from ssd.parts import strategy_class
 from ssd.paths import conf_dir
-from ssd.run import resolve_auto
-from ssd.stages import stage_config, stage_seed, strategy_class
+from ssd.run import prepare
+from ssd.seeding import stage_seed
+from ssd.stage_info import StageInfo
+from ssd.stages import stage_config
 
 
 def discover_strategies() -> list[str]:
@@ -78,14 +82,12 @@ def compose_run_cfg(
     """The resolved, validated run config ``python -m ssd.run`` would use for this row."""
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
         cfg = compose(config_name="config", overrides=run_overrides(strategy, settings, device, variant))
-    validate(cfg)
-    resolve_auto(cfg)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return prepare(cfg)
 
 
 def trains(cfg: Mapping[str, Any]) -> bool:
     """Whether this config's main stage has a training step (some only evaluate frozen stages)."""
-    return bool(strategy_class(cfg).trains(cfg))
+    return bool(strategy_class(cfg["strategy"]).trains)
 
 
 def row_config(name: str, settings: BenchSettings, device: torch.device) -> tuple[dict[str, Any], list[str]]:
@@ -97,30 +99,32 @@ def row_config(name: str, settings: BenchSettings, device: torch.device) -> tupl
     return cfg, list(variant)
 
 
-def build_frozen(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> dict[str, nn.Module]:
+def build_frozen(cfg: Mapping[str, Any], data_info: DataFacts) -> dict[str, nn.Module]:
     """The networks of the stages ``cfg``'s strategy requires, with random weights.
 
     Built as ``ssd.pipeline`` builds them (``stage_config`` + ``build_module``, recursively), only not trained.
     """
     frozen: dict[str, nn.Module] = {}
-    cls = strategy_class(cfg)
-    for role in cls.required_roles(cfg):
-        stage_cfg = stage_config(cfg, cls.role_config(cfg, role))
+    section = cfg["strategy"]
+    cls = strategy_class(section)
+    for role in cls.requires:
+        stage_cfg = stage_config(cfg, cls.role_config(section, role))
         frozen[role] = build_module(stage_cfg, data_info, build_frozen(stage_cfg, data_info)).net
     return frozen
 
 
 def frozen_stages(cfg: Mapping[str, Any]) -> dict[str, str]:
     """``{role: strategy}`` of the stages this row's strategy requires (for the table)."""
-    cls = strategy_class(cfg)
-    return {role: str(cls.role_config(cfg, role)["strategy"]) for role in cls.required_roles(cfg)}
+    section = cfg["strategy"]
+    cls = strategy_class(section)
+    return {role: str(cls.role_config(section, role)["strategy"]) for role in cls.requires}
 
 
 class LightningRow:
     """One strategy's training step through the real Lightning path (module, trainer, datamodule)."""
 
     def __init__(
-        self, name: str, cfg: dict[str, Any], datamodule: Any, data_info: Mapping[str, Any], work_dir: Path
+        self, name: str, cfg: dict[str, Any], datamodule: Any, data_info: DataFacts, work_dir: Path
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -140,7 +144,15 @@ class LightningRow:
                 "enable_model_summary": False,
             },
         }
-        trainer = build_trainer(cfg, self.work_dir, None, [WindowCallback(window)])
+        stage = StageInfo(
+            dir=self.work_dir,
+            role="main",
+            group="bench",
+            label=None,
+            progress_bar=bool(cfg["trainer"]["enable_progress_bar"]),
+        )
+        callbacks = [last_checkpoint(stage), WindowCallback(window), progress_bar(stage)]
+        trainer = build_trainer(cfg, stage, [], [c for c in callbacks if c is not None])
         trainer.fit(self.module, datamodule=self.datamodule)
 
     def data_noise_batches(self) -> Iterator[Any]:

@@ -1,11 +1,12 @@
-"""Config checks that run before any data is read or any model is built.
+"""What a config may hold, checked before any data is read: the error type, signature checks, machine facts.
 
-Layers: ``errors`` (ConfigError) and ``checks`` (``require*`` helpers) are the bottom, usable by
-any module; ``keys`` and ``resources`` check unknown keys and the machine; ``validate`` checks a
-whole run config, stages included (it imports ``ssd.stages``, so it is not imported here:
-``from ssd.config.validate import validate``).
+The bottom layer: nothing here imports another part of ssd. ``signatures`` reads which keys a
+section may hold from the callable it builds, ``annotations`` what each value may be (``Range``
+marks numeric bounds), ``resources`` what values point at on this machine. A whole run is checked by
+``ssd.validate``, which builds the parts.
 """
 
+from ssd.config.annotations import Range
 from ssd.config.errors import ConfigError
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "Range"]

@@ -3,8 +3,8 @@
 A source family's class declares only where its data comes from (``root``, ``variant``,
 ``train``, ...) and family defaults it changes; every other setting travels on with
 ``**settings`` to ``ShardedDataModule.__init__``, the one place they are declared and documented.
-``inspect.signature`` of a family class still lists every parameter (``__init_subclass__`` writes
-it), so Hydra key checks and ``help()`` see the same keys as ``conf/data/*.yaml``.
+The config check follows those ``**settings`` up the class chain
+(``ssd.config.signatures.schema_of``), so ``conf/data/*.yaml`` is checked against every key.
 
 Samplers are built here (``ShardedSampler``), so the trainer runs with
 ``use_distributed_sampler=False`` and evaluation counts each sample exactly once.
@@ -12,20 +12,22 @@ Samplers are built here (``ShardedSampler``), so the trainer runs with
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Annotated
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ssd.data.splits import ShardedSampler, per_device_batch, per_device_eval_batch, world_and_rank
+from ssd.config import Range
+from ssd.data.splits import ShardedSampler, ValSize, per_device_batch, per_device_eval_batch, world_and_rank
+
+PositiveInt = Annotated[int, Range(gt=0)]
 
 
 class ShardedDataModule(L.LightningDataModule, ABC):
     """Train/val/test splits served as ``(x, y, idx)`` batches, each split sharded over devices.
 
-    Settings (keyword-only; the keys every ``conf/data/*.yaml`` may set):
+    Settings (keyword-only; the keys every ``conf/data/*.yaml`` sets: their defaults live there):
         name: the dataset's name (logs, results).
         batch_size: GLOBAL training batch (split evenly over devices; must divide).
         eval_batch_size: GLOBAL eval batch (default ``batch_size``; split rounding up).
@@ -41,21 +43,16 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         self,
         *,
         name: str,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 0.1,
-        split_seed: int = 0,
-        seed: int = 0,
-        augment: bool = True,
-        channels_last: bool = False,
-        limit_train: int | None = None,
-        limit_test: int | None = None,
-        **unknown: Any,
+        batch_size: PositiveInt,
+        eval_batch_size: PositiveInt | None,
+        val_size: ValSize,
+        split_seed: Annotated[int, Range(ge=0)],
+        seed: Annotated[int, Range(ge=0)],
+        augment: bool,
+        channels_last: bool,
+        limit_train: PositiveInt | None,
+        limit_test: PositiveInt | None,
     ) -> None:
-        if unknown:
-            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
-            allowed = ", ".join(inspect.signature(type(self)).parameters)
-            raise TypeError(f"{type(self).__name__}: unknown data setting(s) {given}; allowed: {allowed}")
         super().__init__()
         self.name = name
         self.batch_size = int(batch_size)
@@ -67,10 +64,6 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         self.channels_last = channels_last
         self.limit_train = limit_train
         self.limit_test = limit_test
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.__signature__ = full_signature(cls)
 
     # ------------------------------------------------------------------ each family provides
 
@@ -88,6 +81,10 @@ class ShardedDataModule(L.LightningDataModule, ABC):
 
     # ------------------------------------------------------------------ shared
 
+    def declared_train_images(self) -> int | None:
+        """``limit_train`` where set: a bound known before the data is read (a family may know more)."""
+        return self.limit_train
+
     def world(self) -> tuple[int, int]:
         """(world size, global rank): the trainer's when attached, else torch.distributed's."""
         if self.trainer is not None:
@@ -102,7 +99,7 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         return per_device_eval_batch(self.eval_batch_size, world)
 
     def sampler(self, n: int, train: bool) -> ShardedSampler:
-        """This rank's indices of a split of ``n``: shuffled per epoch and padded for training."""
+        """This rank's indices of a split of ``n``: shuffled per epoch (from ``seed``) and padded for training."""
         world, rank = self.world()
         return ShardedSampler(n, world, rank, shuffle=train, seed=self.seed, pad=train)
 
@@ -116,29 +113,3 @@ class ShardedDataModule(L.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self.make_loader("test", train=False)
-
-
-def full_signature(cls: type) -> inspect.Signature:
-    """``cls.__init__``'s own parameters, then the keyword-only ones it passes on with ``**settings``.
-
-    Positional parameters say where a family's data comes from and stay with their class;
-    keyword-only parameters are settings and are inherited unless the class names them itself.
-    """
-    own = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
-    kept = [p for p in own if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    if len(kept) == len(own):
-        return inspect.Signature(kept)
-    parent = next((base for base in cls.__mro__[1:] if issubclass(base, ShardedDataModule)), None)
-    if parent is None:  # the base itself: its ``**unknown`` only rejects
-        return inspect.Signature(kept)
-    named = {p.name for p in kept}
-    passed_on = [
-        p
-        for p in inspect.signature(parent).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name not in named
-    ]
-    return inspect.Signature(kept + passed_on)
-
-
-# The base's own signature, without the ``**unknown`` it takes only to reject it clearly.
-ShardedDataModule.__signature__ = full_signature(ShardedDataModule)  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -282,19 +282,18 @@ class CIFARDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        name: str = "cifar10",
-        root: str | Path | None = None,
-        variant: str = "auto",
-        download: bool = False,
-        cache_dir: str | Path | None = None,
+        name: Literal["cifar10", "cifar100"],
+        root: str | Path | None,
+        variant: Literal["auto", "full", "subset"],
+        download: bool,
+        cache_dir: str | Path | None,
         **settings: Any,
     ) -> None:
         if name not in CIFAR_NUM_CLASSES:
             raise ValueError(f"data.name={name!r}; expected one of {sorted(CIFAR_NUM_CLASSES)}")
-        super().__init__(num_classes=CIFAR_NUM_CLASSES[name], name=name, **settings)
+        super().__init__(num_classes=CIFAR_NUM_CLASSES[name], image_size=32, name=name, **settings)
         self.root, self.variant, self.download, self.cache_dir = root, variant, download, cache_dir
         self._stats = CIFAR_STATS[name]
-        self._image_size = 32
 
     def load_arrays(self) -> tuple[Arrays, str]:
         return load_cifar_arrays(

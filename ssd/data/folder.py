@@ -11,14 +11,16 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssd.data.base import ShardedDataModule
+from ssd import seeding
+from ssd.config import Range
+from ssd.data.base import PositiveInt, ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.roots import absolute_path
 from ssd.data.splits import carve_validation
@@ -169,22 +171,18 @@ class FolderDataModule(ShardedDataModule):
             the log) instead of crashing mid-epoch; false skips the check for huge trusted folders.
         augment: RandomResizedCrop + flip for training (else the eval transform).
         limit_train / limit_test: keep N evenly spaced images (folders are sorted by class).
-        batch_size: default 256 here.
     """
 
     def __init__(
         self,
         root: str | Path,
-        image_size: int = 224,
-        num_workers: int = 4,
+        image_size: PositiveInt,
+        num_workers: Annotated[int, Range(ge=0)],
+        check_images: bool,
         pin_memory: bool | None = None,
-        check_images: bool = True,
-        *,
-        name: str = "imagefolder",
-        batch_size: int = 256,
         **settings: Any,
     ) -> None:
-        super().__init__(name=name, batch_size=batch_size, **settings)
+        super().__init__(**settings)
         self.root = root
         self.image_size = int(image_size)
         self.num_workers = int(num_workers)
@@ -227,9 +225,16 @@ class FolderDataModule(ShardedDataModule):
 
     @property
     def num_classes(self) -> int:
-        self._ensure_scanned()
-        assert self.classes is not None
-        return len(self.classes)
+        """The class folders of ``train/``: counted from the folder names alone, before any image is read."""
+        if self.classes is not None:
+            return len(self.classes)
+        train = absolute_path(self.root) / "train"
+        try:
+            return sum(1 for p in train.iterdir() if p.is_dir())
+        except OSError as err:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r}: {train} is not a readable folder ({err})"
+            ) from None
 
     @property
     def source(self) -> str:
@@ -272,10 +277,8 @@ class FolderDataModule(ShardedDataModule):
         dataset = IndexedImageDataset(
             samples, folder_transforms(self.image_size, train=train and self.augment)
         )
-        # Per-rank generator: worker augmentation streams differ across ranks and epochs.
-        generator = torch.Generator().manual_seed(
-            self.seed * 1_000_003 + 7919 * (rank + 1) + (0 if train else 1)
-        )
+        # workers' decoding and augmentation streams: ssd.seeding's ``loader`` stream of this rank
+        generator = seeding.generator(self.seed, "loader" if train else "loader-eval", rank)
         return DataLoader(
             dataset,
             batch_size=self.local_batch_size(train),

@@ -11,17 +11,18 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssd.data.augment import PAD_MODES, random_crop_flip, to_unit_float
+from ssd.data.augment import random_crop_flip, to_unit_float
 from ssd.data.base import ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.splits import carve_validation
+from ssd.seeding import generator
 
 log = logging.getLogger("ssd.data")
 
@@ -109,9 +110,10 @@ class InMemoryDataModule(ShardedDataModule):
     Args (the shared settings are ``ShardedDataModule``'s):
         arrays: ``x_train``/``y_train``/``x_test``/``y_test`` (uint8 NHWC, int labels); subclasses
             find their own by overriding ``load_arrays``.
-        num_classes: default ``max(label) + 1``.
-        padding, flip, pad_mode: training augmentation: random crop from the image padded by ``padding``
-            pixels (``pad_mode``: ``zeros`` or ``reflect``), horizontal flip.
+        num_classes, image_size: what the data holds, known before it is read (the datamodule
+            contract); read from ``arrays`` when they are given, else declared by the subclass.
+        padding, flip, pad_mode: training augmentation: a random crop of the image padded by ``padding``
+            pixels (``pad_mode``: ``zeros`` or ``reflect``, see ``ssd.data.augment``), horizontal flip.
         device_resident: keep each split on the training device once (batches are gathered there, nothing
             is copied per step); ``auto``: on CUDA devices.
         limit_train / limit_test: keep the first N images.
@@ -121,11 +123,12 @@ class InMemoryDataModule(ShardedDataModule):
         self,
         arrays: Arrays | None = None,
         num_classes: int | None = None,
+        image_size: int | None = None,
         *,
-        name: str = "arrays",
+        name: str,
+        pad_mode: Literal["zeros", "reflect"],
         padding: int = 4,
         flip: bool = True,
-        pad_mode: str = "zeros",
         device_resident: bool | str = "auto",
         **settings: Any,
     ) -> None:
@@ -135,16 +138,22 @@ class InMemoryDataModule(ShardedDataModule):
         self.device_resident = device_resident
         self.padding = int(padding)
         self.flip = flip
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"data.pad_mode={pad_mode!r} is not allowed; valid: {', '.join(PAD_MODES)}")
         self.pad_mode = pad_mode
+        if arrays is not None:
+            num_classes = num_classes or int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+            image_size = image_size or int(np.asarray(arrays["x_train"]).shape[1])
+        if num_classes is None or image_size is None:
+            raise TypeError(
+                f"{type(self).__name__} must declare num_classes and image_size (known before any data is "
+                "read: checkpoint checks and networks are built from them)"
+            )
         self._arrays = arrays
-        self._num_classes = num_classes
+        self._num_classes = int(num_classes)
+        self._image_size = int(image_size)
         self._resident: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
         self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
         self._source: str | None = None
         self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-        self._image_size: int | None = None
         self._generators: dict[tuple[str, int], torch.Generator] = {}
         self._fingerprint: str | None = None
 
@@ -160,16 +169,13 @@ class InMemoryDataModule(ShardedDataModule):
         if self._splits is not None:
             return
         arrays, source = self.load_arrays()
-        if self._num_classes is None:
-            self._num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-        arrays = validate_arrays(arrays, self._num_classes, source, image_size=None)
+        arrays = validate_arrays(arrays, self._num_classes, source, image_size=self._image_size)
         x_train, y_train = arrays["x_train"][: self.limit_train], arrays["y_train"][: self.limit_train]
         x_test, y_test = arrays["x_test"][: self.limit_test], arrays["y_test"][: self.limit_test]
         if len(y_train) == 0 or len(y_test) == 0:
             raise ValueError(f"{source}: empty split after limits (train {len(y_train)}, test {len(y_test)})")
         if self._stats is None:
             self._stats = channel_stats(x_train)
-        self._image_size = int(x_train.shape[1])
 
         def nchw(x: np.ndarray) -> Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
@@ -202,16 +208,10 @@ class InMemoryDataModule(ShardedDataModule):
 
     @property
     def num_classes(self) -> int:
-        if self._num_classes is None:
-            self._ensure_loaded()
-        assert self._num_classes is not None
         return self._num_classes
 
     @property
     def image_size(self) -> int:
-        if self._image_size is None:
-            self._ensure_loaded()
-        assert self._image_size is not None
         return self._image_size
 
     @property
@@ -293,21 +293,13 @@ class InMemoryDataModule(ShardedDataModule):
     # ------------------------------------------------------------------ on device
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        """One augmentation stream per device and training epoch, derived from (seed, global rank, epoch).
-
-        Derived afresh every epoch instead of saved in checkpoints: a run resumed at epoch k draws
-        exactly what an uninterrupted run draws, on every rank (a checkpoint holds rank 0's state only).
-        """
+        """One augmentation stream per device and training epoch: ``ssd.seeding``'s ``augment`` stream
+        of (seed, global rank, epoch), derived afresh every epoch (so a resumed run draws the same)."""
         epoch = int(getattr(self.trainer, "current_epoch", 0) or 0)
         key = (str(device), epoch)
         if key not in self._generators:
             self._generators.clear()
-            rank = self.world()[1]
-            g = torch.Generator(device=device)
-            g.manual_seed(
-                int(np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
-            )
-            self._generators[key] = g
+            self._generators[key] = generator(self.seed, "augment", self.world()[1], epoch, device)
         return self._generators[key]
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
@@ -323,9 +315,9 @@ class InMemoryDataModule(ShardedDataModule):
                 x,
                 self.padding,
                 self.flip,
+                pad_mode=self.pad_mode,
                 generator=self._generator(x.device),
                 memory_format=fmt,
-                pad_mode=self.pad_mode,
             )
         else:
             x = to_unit_float(x)

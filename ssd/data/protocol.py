@@ -6,6 +6,7 @@ Any ``LightningDataModule`` with these members can be named by ``data._target_``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -20,9 +21,12 @@ class NoisyDataModule(Protocol):
     """A datamodule of clean images; the strategy adds the noise (``NoisyImageModule.add_noise``).
 
     Networks are built from ``num_classes``, ``mean``/``std`` (the classifier normalises, so
-    batches are plain [0, 1]) and ``image_size``. Stage-cache keys hold ``fingerprint()`` and
-    ``split_sizes()``; results name ``source``. The pipeline sets ``seed`` before each stage's fit,
-    so every stage draws its own data order and augmentation.
+    batches are plain [0, 1]) and ``image_size``. ``num_classes`` and ``image_size`` are known right
+    after construction, before any data is read: ssd builds the networks on the meta device from them
+    to check a config (taps, checkpoints of the wrong class count) before it reads a byte. Everything
+    else may read the data. Stage-cache keys hold ``fingerprint()`` and ``split_sizes()``; results
+    name ``source``. The pipeline sets ``seed`` before each stage's fit, so every stage draws its own
+    data order and augmentation.
     """
 
     #: seed of the training streams (data order, augmentation); set per stage by the pipeline
@@ -51,6 +55,11 @@ class NoisyDataModule(Protocol):
         """Images in ``train``, ``val`` (0: no validation) and ``test``."""
         ...
 
+    def declared_train_images(self) -> int | None:
+        """At most how many training images (train + val) there are, known before any data is read
+        (None: not known until read). A batch larger than that is a config error found early."""
+        ...
+
     def fingerprint(self) -> str:
         """A content hash of what training sees (train split and val labels)."""
         ...
@@ -68,3 +77,29 @@ class NoisyDataModule(Protocol):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Batch:
         """A loader's batch, already on its device -> ``Batch`` (augmented when training)."""
         ...
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What networks are built from. ``declared``: before any data is read (mean/std are placeholders,
+    fine for networks built on the meta device to check a config); ``of``: once the data is set up."""
+
+    num_classes: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def declared(cls, datamodule: NoisyDataModule, channels: int = 3) -> DataFacts:
+        return cls(
+            int(datamodule.num_classes), int(datamodule.image_size), (0.0,) * channels, (1.0,) * channels
+        )
+
+    @classmethod
+    def of(cls, datamodule: NoisyDataModule) -> DataFacts:
+        return cls(
+            int(datamodule.num_classes),
+            int(datamodule.image_size),
+            tuple(float(v) for v in datamodule.mean),
+            tuple(float(v) for v in datamodule.std),
+        )

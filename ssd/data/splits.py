@@ -16,11 +16,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data.distributed import DistributedSampler
+
+from ssd.config import Range
+from ssd.config.errors import ConfigError
+from ssd.seeding import generator
+
+#: ``data.val_size``: a fraction in [0, 1) of the training images, or a count >= 0
+ValSize = Annotated[float, Range(ge=0, lt=1)] | Annotated[int, Range(ge=0)]
 
 
 def val_count(n: int, val_size: int | float) -> int:
@@ -42,10 +50,29 @@ def val_count(n: int, val_size: int | float) -> int:
     return n_val
 
 
+def check_batch_fits(batch_size: int, n_images: int, val_size: int | float, source: str) -> None:
+    """``data.batch_size`` is at most the training images left after the validation split.
+
+    A larger batch would silently become one short step per epoch. ``n_images``: the images
+    before the validation split (a datamodule's train + val sizes, or a config bound on them);
+    ``source``: where that number comes from, for the message.
+    """
+    try:
+        n_val = val_count(n_images, val_size)
+    except (ValueError, TypeError):
+        return  # the val_size itself is reported elsewhere
+    n_train = n_images - n_val
+    if n_train < batch_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size!r} is not allowed: must be at most the training set: {n_train} images "
+            f"({source}={n_images}, minus {n_val} for validation): a larger batch would be one short step per epoch"
+        )
+
+
 def carve_validation(n: int, val_size: int | float, split_seed: int) -> tuple[Tensor, Tensor]:
     """Deterministic (train_indices, val_indices), each sorted, from a seeded permutation."""
     n_val = val_count(n, val_size)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(split_seed)))
+    perm = torch.randperm(n, generator=generator(int(split_seed), "val-split"))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
@@ -122,10 +149,8 @@ class ShardedSampler(DistributedSampler):
         self.epoch = int(epoch)
 
     def _order(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            return torch.randperm(self.n, generator=g).tolist()
+        if self.shuffle:  # one permutation for every rank (rank 0's stream), a new one each epoch
+            return torch.randperm(self.n, generator=generator(self.seed, "order", 0, self.epoch)).tolist()
         return list(range(self.n))
 
     def __iter__(self) -> Iterator[int]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import colorsys
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from ssd.config import Range
+from ssd.data.base import PositiveInt
 from ssd.data.memory import Arrays, InMemoryDataModule
 
 
@@ -39,28 +41,26 @@ class SyntheticDataModule(InMemoryDataModule):
         num_classes, image_size: of the generated images.
         train, test: image counts generated (``limit_train``/``limit_test`` then keep the first N).
         data_seed: the images; ``seed`` drives only order and augmentation.
-        batch_size: default 32 here; padding: default ``image_size // 8``.
+        padding: default ``image_size // 8``.
     """
 
     def __init__(
         self,
-        num_classes: int = 4,
-        image_size: int = 16,
-        train: int = 256,
-        test: int = 128,
-        data_seed: int = 0,
+        num_classes: PositiveInt,
+        image_size: PositiveInt,
+        train: PositiveInt,
+        test: PositiveInt,
+        data_seed: Annotated[int, Range(ge=0)] = 0,
         *,
-        name: str = "synthetic",
-        batch_size: int = 32,
         padding: int | None = None,
         **settings: Any,
     ) -> None:
         padding = max(1, image_size // 8) if padding is None else padding
-        super().__init__(
-            num_classes=num_classes, name=name, batch_size=batch_size, padding=padding, **settings
-        )
+        super().__init__(num_classes=num_classes, image_size=image_size, padding=padding, **settings)
         self.n_train, self.n_test, self.data_seed = int(train), int(test), int(data_seed)
-        self._image_size = int(image_size)
+
+    def declared_train_images(self) -> int:
+        return min(self.n_train, self.limit_train or self.n_train)
 
     def load_arrays(self) -> tuple[Arrays, str]:
         rng = np.random.default_rng(self.data_seed)

@@ -14,7 +14,8 @@ Two families:
 
 Every net has the same top-level names: ``stem`` (conv-bn-relu; its output is the "stem"
 tap), ``layer1`` .. ``layer3`` (``layer4`` for ResNet-18), ``pool`` (adaptive average pool
-+ flatten) and ``fc``. Tapped outputs (the stem and every block output) come out of
++ flatten) and ``fc``, and names them as its feature taps (``.taps``: name -> module path; any
+other module path can be tapped too, see ``ssd.models.taps``). Tapped outputs (the stem and every block output) come out of
 non-in-place ReLUs, and no later op writes into its input, so a recorded feature is
 never changed by the rest of the forward pass (which autograd would otherwise reject
 when a feature loss backpropagates through it).
@@ -27,16 +28,9 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Shortcut = Literal["A", "B"]
+from ssd.models.weights import load_pretrained
 
-#: Uniform tap name -> module path inside the backbone.
-TAPS_3_STAGES: dict[str, str] = {
-    "stem": "stem",
-    "layer1": "layer1",
-    "layer2": "layer2",
-    "layer3": "layer3",
-}
-TAPS_4_STAGES: dict[str, str] = {**TAPS_3_STAGES, "layer4": "layer4"}
+Shortcut = Literal["A", "B"]
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -121,6 +115,8 @@ class CifarResNet(nn.Module):
             in_ch = width
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.fc = nn.Linear(in_ch, num_classes)
+        #: named feature taps (name -> module path): the stem and every stage output, in network order
+        self.taps: dict[str, str] = {"stem": "stem", **{name: name for name in self.stage_names}}
         _kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,25 +139,26 @@ def _kaiming_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _he_resnet(n: int, num_classes: int, shortcut: Shortcut) -> CifarResNet:
-    return CifarResNet([n, n, n], [16, 32, 64], num_classes, shortcut)
+def _he_resnet(n: int, num_classes: int, shortcut: Shortcut, pretrained: str | None) -> CifarResNet:
+    return load_pretrained(CifarResNet([n, n, n], [16, 32, 64], num_classes, shortcut), pretrained)
 
 
-def resnet20(num_classes: int, shortcut: Shortcut = "A") -> CifarResNet:
-    """He et al. ResNet-20 (n=3), ~0.27M parameters."""
-    return _he_resnet(3, num_classes, shortcut)
+def resnet20(num_classes: int, shortcut: Shortcut = "A", pretrained: str | None = None) -> CifarResNet:
+    """He et al. ResNet-20 (n=3), ~0.27M parameters; ``pretrained``: a local state-dict file."""
+    return _he_resnet(3, num_classes, shortcut, pretrained)
 
 
-def resnet32(num_classes: int, shortcut: Shortcut = "A") -> CifarResNet:
+def resnet32(num_classes: int, shortcut: Shortcut = "A", pretrained: str | None = None) -> CifarResNet:
     """He et al. ResNet-32 (n=5), ~0.46M parameters."""
-    return _he_resnet(5, num_classes, shortcut)
+    return _he_resnet(5, num_classes, shortcut, pretrained)
 
 
-def resnet56(num_classes: int, shortcut: Shortcut = "A") -> CifarResNet:
+def resnet56(num_classes: int, shortcut: Shortcut = "A", pretrained: str | None = None) -> CifarResNet:
     """He et al. ResNet-56 (n=9), ~0.85M parameters."""
-    return _he_resnet(9, num_classes, shortcut)
+    return _he_resnet(9, num_classes, shortcut, pretrained)
 
 
-def resnet18_cifar(num_classes: int) -> CifarResNet:
+def resnet18_cifar(num_classes: int, pretrained: str | None = None) -> CifarResNet:
     """ResNet-18 for 32x32 inputs (3x3 stride-1 stem, no max-pool), ~11.2M parameters."""
-    return CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes, shortcut="B")
+    net = CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes, shortcut="B")
+    return load_pretrained(net, pretrained)

@@ -1,74 +1,54 @@
-"""A classifier = normalisation + backbone + the names of its feature taps.
+"""A classifier = normalisation + a backbone whose feature taps can be named.
 
 Images flow through the framework in [0,1]; normalisation lives here (as buffers, so it
-moves with the model and is saved in checkpoints) and nowhere in the data pipeline.
+moves with the model and is saved in checkpoints) and nowhere in the data pipeline. The
+backbone is any ``nn.Module`` mapping normalised NCHW images to logits; ``ssd.parts`` builds it
+from ``model._target_`` with ``num_classes`` filled in. A backbone may name its feature taps
+(``backbone.taps``: name -> module path, e.g. ssd's ResNets: ``stem``, ``layer1`` ...); any other
+module of it can be tapped by its dotted path (``ssd.models.taps``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ssd.models import cifar_resnet, imagenet
 
-
-class ArchSpec(NamedTuple):
-    """How to build a backbone from ``num_classes``, and its tap name -> module path map."""
-
-    build: Callable[[int], nn.Module]
-    taps: Mapping[str, str]
-
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "resnet20": ArchSpec(cifar_resnet.resnet20, cifar_resnet.TAPS_3_STAGES),
-    "resnet32": ArchSpec(cifar_resnet.resnet32, cifar_resnet.TAPS_3_STAGES),
-    "resnet56": ArchSpec(cifar_resnet.resnet56, cifar_resnet.TAPS_3_STAGES),
-    "resnet18": ArchSpec(cifar_resnet.resnet18_cifar, cifar_resnet.TAPS_4_STAGES),
-    "tv_resnet18": ArchSpec(imagenet.tv_resnet18, imagenet.TV_TAPS),
-    "tv_resnet34": ArchSpec(imagenet.tv_resnet34, imagenet.TV_TAPS),
-    "tv_resnet50": ArchSpec(imagenet.tv_resnet50, imagenet.TV_TAPS),
-}
-
-
-def _channel_stats(values: Sequence[float] | Tensor, what: str) -> Tensor:
-    t = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
-    if t.ndim != 1 or t.numel() == 0:
+def _channel_stats(values: Sequence[float] | Tensor, what: str) -> list[float]:
+    """Checked on the host (so a network can be built on the meta device)."""
+    floats = [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
+    if not floats:
         raise ValueError(f"{what} must be a non-empty list of per-channel values, got {values!r}")
-    return t.view(1, -1, 1, 1)
+    return floats
 
 
 class Classifier(nn.Module):
     """``forward(x01) -> logits``: normalises [0,1] NCHW images, then runs the backbone.
 
-    ``taps`` maps uniform tap names (network order: "stem", "layer1", ...) to dotted
-    module paths relative to this module (e.g. "backbone.layer1"), for ``FeatureTaps``.
+    ``taps`` maps the backbone's named taps (network order) to module paths relative to this
+    module (e.g. ``"layer1" -> "backbone.layer1"``); ``tap_root`` is where other dotted paths start.
     """
 
     mean: Tensor
     std: Tensor
+    tap_root = "backbone"
 
     def __init__(
-        self,
-        backbone: nn.Module,
-        mean: Sequence[float] | Tensor,
-        std: Sequence[float] | Tensor,
-        taps: Mapping[str, str],
-        arch: str = "",
+        self, backbone: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
     ) -> None:
         super().__init__()
-        mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
-        if mean_t.shape != std_t.shape:
-            raise ValueError(f"mean has {mean_t.shape[1]} channels but std has {std_t.shape[1]}")
-        if (std_t <= 0).any():
-            raise ValueError(f"std must be positive, got {std_t.flatten().tolist()}")
-        self.arch = arch
+        means, stds = _channel_stats(mean, "mean"), _channel_stats(std, "std")
+        if len(means) != len(stds):
+            raise ValueError(f"mean has {len(means)} channels but std has {len(stds)}")
+        if min(stds) <= 0:
+            raise ValueError(f"std must be positive, got {stds}")
         self.backbone = backbone
-        self.register_buffer("mean", mean_t)
-        self.register_buffer("std", std_t)
-        self.taps: dict[str, str] = {name: f"backbone.{path}" for name, path in taps.items()}
+        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(stds, dtype=torch.float32).view(1, -1, 1, 1))
+        named = getattr(backbone, "taps", None) or {}
+        self.taps: dict[str, str] = {name: f"{self.tap_root}.{path}" for name, path in named.items()}
 
     def normalize(self, x: Tensor) -> Tensor:
         """Map [0,1] images to the backbone's input space."""
@@ -76,24 +56,3 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(self.normalize(x))
-
-
-def build_classifier(
-    arch: str,
-    num_classes: int,
-    mean: Sequence[float] | Tensor,
-    std: Sequence[float] | Tensor,
-    pretrained: str | None = None,
-) -> Classifier:
-    """Build ``ARCHITECTURES[arch]`` for ``num_classes``; load local backbone weights if given.
-
-    Hydra target (``_target_: ssd.models.build_classifier``); ``num_classes``, ``mean`` and
-    ``std`` come from the datamodule at build time.
-    """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch={arch!r} is not known; valid: {', '.join(ARCHITECTURES)}")
-    spec = ARCHITECTURES[arch]
-    backbone = spec.build(int(num_classes))
-    if pretrained:
-        imagenet.load_weights(backbone, pretrained)
-    return Classifier(backbone, mean, std, spec.taps, arch=arch)

@@ -13,10 +13,12 @@ layers do too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
+
+from ssd.config import Range
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
@@ -41,11 +43,11 @@ class DnCNN(nn.Module):
 
     def __init__(
         self,
-        depth: int = 17,
-        width: int = 64,
-        channels: int = 3,
-        residual: bool = True,
-        clamp_output: bool = False,
+        depth: Annotated[int, Range(ge=2)],
+        width: Annotated[int, Range(gt=0)],
+        channels: Annotated[int, Range(gt=0)],
+        residual: bool,
+        clamp_output: bool,
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -89,7 +91,13 @@ class UNet(nn.Module):
     ``2**depth``.
     """
 
-    def __init__(self, channels: int = 3, base: int = 32, depth: int = 2, clamp_output: bool = False) -> None:
+    def __init__(
+        self,
+        channels: Annotated[int, Range(gt=0)],
+        base: Annotated[int, Range(gt=0)],
+        depth: Annotated[int, Range(ge=1)],
+        clamp_output: bool,
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"UNet depth must be >= 1, got {depth}")
@@ -118,13 +126,3 @@ class UNet(nn.Module):
             y = up(y, skips.pop())
         out = x + self.out(y)
         return out.clamp(0.0, 1.0) if self.clamp_output else out
-
-
-DENOISERS: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "unet": UNet}
-
-
-def build_denoiser(arch: str, **kwargs: Any) -> nn.Module:
-    """Build ``DENOISERS[arch](**kwargs)`` (Hydra target ``ssd.models.build_denoiser``)."""
-    if arch not in DENOISERS:
-        raise ValueError(f"denoiser.arch={arch!r} is not known; valid: {', '.join(DENOISERS)}")
-    return DENOISERS[arch](**kwargs)

@@ -15,13 +15,11 @@ tensors are not changed later in the pass.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 
-import torch
 import torchvision
-from torch import nn
+
+from ssd.models.weights import load_pretrained
 
 #: Uniform tap name -> module path inside a torchvision ResNet.
 TV_TAPS: dict[str, str] = {
@@ -33,42 +31,12 @@ TV_TAPS: dict[str, str] = {
 }
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a local state dict file into ``module``.
-
-    Accepts a plain state dict or ``{"state_dict": ...}``, and strips the ``module.``
-    prefix that DDP-saved dicts carry. If the file's ``fc`` has a different number of
-    classes than ``module`` (ImageNet weights, CIFAR head), ``fc`` keeps its fresh init
-    and a warning says so; every other key must match exactly.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = module.state_dict()
-    head = [k for k in state if k.startswith("fc.") and k in own and state[k].shape != own[k].shape]
-    if head:
-        warnings.warn(
-            f"{path}: fc has a different number of classes; keeping a fresh head",
-            stacklevel=2,
-        )
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (head and k.startswith("fc."))]
-    if missing or unexpected:
-        raise RuntimeError(f"{path}: missing keys {missing}, unexpected keys {unexpected}")
-
-
 def _tv(
     ctor: Callable[..., torchvision.models.ResNet], num_classes: int, pretrained: str | None
 ) -> torchvision.models.ResNet:
     net = ctor(weights=None, num_classes=num_classes)
-    if pretrained:
-        load_weights(net, pretrained)
-    return net
+    net.taps = dict(TV_TAPS)  # named feature taps (any other module path can be tapped too)
+    return load_pretrained(net, pretrained)
 
 
 def tv_resnet18(num_classes: int, pretrained: str | None = None) -> torchvision.models.ResNet:

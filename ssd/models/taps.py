@@ -9,6 +9,13 @@ bfloat16) or in ``channels_last`` memory format (features keep that format). Bui
 taps on the unwrapped model; a DDP/DataParallel/``torch.compile`` wrapper passed in is
 unwrapped first.
 
+A tap is a named tap of the network (``model.taps``: name -> module path, e.g. ssd's ResNets'
+``stem``, ``layer1`` ...) or ANY dotted module path in it (``layer2.0.conv1``; for a
+``Classifier`` relative to its backbone), as torchdistill's forward hooks address modules: a
+backbone needs no change to be distilled. A recorded feature that a later in-place op changes
+(a tap on a BatchNorm followed by ``ReLU(inplace=True)``) is an error naming the tap, never a
+silently wrong feature.
+
 Recorded features keep their autograd graph (a student's feature loss backpropagates
 through them); run a frozen teacher under ``torch.no_grad()``.
 """
@@ -23,20 +30,47 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 
-def resolve_taps(spec: str | Sequence[str], tap_map: Mapping[str, str]) -> list[str]:
-    """Turn ``"all"`` or a list of tap names into a checked list in network order.
+def resolve_taps(spec: str | Sequence[str], model: nn.Module) -> dict[str, str]:
+    """``"all"``, a tap or a list of taps -> ``{tap: module path in model}``, in network order.
 
-    The result follows ``tap_map``'s order (stem first) whatever order ``spec`` lists, so
-    loss terms and logs line up across configs.
+    A tap is a name in ``model.taps`` or a dotted module path: relative to ``model.tap_root`` when
+    the model has one (a ``Classifier``: its backbone), else to ``model``. ``"all"`` is every named
+    tap. The order follows the modules' order in the network whatever order ``spec`` lists, so loss
+    terms and logs line up across configs.
     """
-    valid = list(tap_map)
-    names = valid if spec == "all" else [spec] if isinstance(spec, str) else list(spec)
-    for name in names:
-        if name not in tap_map:
-            raise ValueError(f"tap {name!r} is not known; valid taps: {', '.join(valid)} (or 'all')")
-    if len(set(names)) != len(names):
-        raise ValueError(f"taps listed more than once: {names}")
-    return [name for name in valid if name in names]
+    model = _unwrap(model)
+    named: Mapping[str, str] = getattr(model, "taps", None) or {}
+    if spec == "all":
+        if not named:
+            raise ValueError(
+                f"{type(model).__name__} names no feature taps, so 'all' means nothing; list module paths "
+                f"instead, e.g. [{', '.join(_example_paths(model))}]"
+            )
+        entries = list(named)
+    else:
+        entries = [spec] if isinstance(spec, str) else list(spec)
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"taps listed more than once: {entries}")
+    modules = dict(model.named_modules())
+    root = getattr(model, "tap_root", "")
+    paths: dict[str, str] = {}
+    for entry in entries:
+        candidates = [named[entry]] if entry in named else [f"{root}.{entry}" if root else entry, entry]
+        path = next((c for c in candidates if c in modules), None)
+        if path is None:
+            raise ValueError(
+                f"tap {entry!r} is not known: not a named tap ({', '.join(named) or 'none'}, or 'all') and no "
+                f"module at that path; module paths look like {', '.join(_example_paths(model))}"
+            )
+        paths[entry] = path
+    order = {name: i for i, name in enumerate(modules)}
+    return dict(sorted(paths.items(), key=lambda item: order[item[1]]))
+
+
+def _example_paths(model: nn.Module, n: int = 3) -> list[str]:
+    root = getattr(model, "tap_root", "")
+    below = model.get_submodule(root) if root else model
+    return [name for name, _ in below.named_children()][:n] or ["<none>"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -53,37 +87,30 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class FeatureTaps:
     """Forward hooks that record the outputs of the tapped modules of ``model``.
 
-    ``tap_map`` defaults to ``model.taps`` (see ``Classifier``). Each forward pass of
-    ``model`` starts a fresh record; ``pop()`` returns it (ordered as ``names``) and clears
+    ``spec`` is what ``resolve_taps`` takes (named taps and/or dotted module paths). Each forward
+    pass of ``model`` starts a fresh record; ``pop()`` returns it (ordered as ``names``) and clears
     it. ``enabled = False`` (or ``disable()``) stops recording, e.g. during evaluation.
     ``remove()`` (or leaving a ``with`` block) removes every hook.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        names: str | Sequence[str],
-        tap_map: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, spec: str | Sequence[str]) -> None:
         model = _unwrap(model)
-        if tap_map is None:
-            tap_map = getattr(model, "taps", None)
-            if tap_map is None:
-                raise ValueError("model has no .taps attribute; pass tap_map explicitly")
-        self.names: list[str] = resolve_taps(names, tap_map)
+        self.paths = resolve_taps(spec, model)
+        self.names: list[str] = list(self.paths)
         self.enabled = True
         self._features: dict[str, Tensor] = {}
+        self._versions: dict[str, int] = {}
         self._in_pass = False
         self._handles: list[RemovableHandle] = [
             model.register_forward_pre_hook(self._start_pass),
             model.register_forward_hook(self._end_pass),
         ]
-        for name in self.names:
-            module = model.get_submodule(tap_map[name])
-            self._handles.append(module.register_forward_hook(self._recorder(name)))
+        for name, path in self.paths.items():
+            self._handles.append(model.get_submodule(path).register_forward_hook(self._recorder(name)))
 
     def _start_pass(self, _module: nn.Module, _args: Any) -> None:
         self._features = {}
+        self._versions = {}
         self._in_pass = True
 
     def _end_pass(self, _module: nn.Module, _args: Any, _output: Any) -> None:
@@ -101,6 +128,7 @@ class FeatureTaps:
                     "than once, so the tap is ambiguous"
                 )
             self._features[name] = output
+            self._versions[name] = output._version
 
         return hook
 
@@ -117,6 +145,13 @@ class FeatureTaps:
             raise RuntimeError(
                 f"no features recorded for taps {missing}; run a forward pass with the taps "
                 "enabled before pop()"
+            )
+        changed = [n for n in self.names if self._features[n]._version != self._versions[n]]
+        if changed:
+            raise RuntimeError(
+                f"tap {changed[0]!r} ({self.paths[changed[0]]}): its output was changed in place later in the "
+                "forward pass (e.g. by a ReLU(inplace=True) after it), so the recorded feature is not the "
+                "module's output; tap the module after the in-place op instead"
             )
         features = {n: self._features[n] for n in self.names}
         self._features = {}
@@ -138,10 +173,7 @@ class FeatureTaps:
 
 @torch.no_grad()
 def tap_shapes(
-    model: nn.Module,
-    names: str | Sequence[str],
-    input_shape: Sequence[int],
-    tap_map: Mapping[str, str] | None = None,
+    model: nn.Module, spec: str | Sequence[str], input_shape: Sequence[int]
 ) -> dict[str, tuple[int, ...]]:
     """Per-sample shapes (batch dim dropped) of the taps for inputs of ``input_shape``.
 
@@ -159,7 +191,7 @@ def tap_shapes(
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with FeatureTaps(model, names, tap_map) as taps:
+        with FeatureTaps(model, spec) as taps:
             model(torch.zeros(shape, device=device, dtype=dtype))
             features = taps.pop()
     finally:

@@ -1,17 +1,10 @@
-"""Noise models (training noise) and fixed per-sample evaluation noise."""
+"""Noise models (training noise), fixed per-sample evaluation noise, and the contract between them."""
 
+from ssd.noise.contract import check_draws_only
 from ssd.noise.counter import CounterDraws
 from ssd.noise.draws import Draws, GeneratorDraws
-from ssd.noise.fixed import fixed_noisy, sample_keys, sample_seed, training_generator
-from ssd.noise.models import (
-    NOISE_MODELS,
-    GaussianNoise,
-    NoiseModel,
-    NoNoise,
-    PoissonGaussianNoise,
-    PoissonNoise,
-    build_noise,
-)
+from ssd.noise.fixed import fixed_noisy, sample_keys, sample_seed
+from ssd.noise.models import GaussianNoise, NoiseModel, NoNoise, PoissonGaussianNoise, PoissonNoise
 
 __all__ = [
     "NoiseModel",
@@ -19,13 +12,11 @@ __all__ = [
     "PoissonNoise",
     "PoissonGaussianNoise",
     "NoNoise",
-    "build_noise",
-    "NOISE_MODELS",
     "Draws",
     "GeneratorDraws",
     "CounterDraws",
+    "check_draws_only",
     "fixed_noisy",
     "sample_keys",
     "sample_seed",
-    "training_generator",
 ]

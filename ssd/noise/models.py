@@ -15,55 +15,22 @@ what caching and config comparison need.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from torch import Tensor
 
+from ssd.config.annotations import Range, check_value
 from ssd.noise.draws import Draws, GeneratorDraws
 
-__all__ = [
-    "NoiseModel",
-    "GaussianNoise",
-    "PoissonNoise",
-    "PoissonGaussianNoise",
-    "NoNoise",
-    "NOISE_MODELS",
-    "build_noise",
-]
+__all__ = ["NoiseModel", "GaussianNoise", "PoissonNoise", "PoissonGaussianNoise", "NoNoise"]
 
-
-def _number(key: str, value: Any, *, low: float, strict: bool = False, low_name: str | None = None) -> float:
-    """Validate a finite real number ``>= low`` (``> low`` if ``strict``) and return it as float.
-
-    bools are rejected although Python counts them as ints: ``sigma: true`` in a config
-    is a mistake, not a noise level.
-    """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = low_name if low_name is not None else f"{low:g}"
-        raise ValueError(
-            f"noise.{key}={value!r} is not allowed: must be a number {'>' if strict else '>='} {bound}"
-        )
-    return float(value)
-
-
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"noise.{key}={value!r} is not allowed: must be true or false")
-    return value
-
-
-def _set(obj: object, name: str, value: Any) -> None:
-    """Normalise a field of a frozen dataclass in ``__post_init__``."""
-    object.__setattr__(obj, name, value)
+#: a noise level that is 0 or more, and one that is more than 0
+NonNegative = Annotated[float, Range(ge=0)]
+Positive = Annotated[float, Range(gt=0)]
 
 
 class NoiseModel(ABC):
@@ -74,9 +41,28 @@ class NoiseModel(ABC):
     to know which family it holds.
     """
 
+    #: the family's name in results and folder names (default: the class name, lower case)
     name: ClassVar[str]
+    #: the parameter a robustness curve sweeps
     level_name: ClassVar[str] = "sigma"
-    clip: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):
+            cls.name = cls.__name__.lower()
+
+    def __post_init__(self) -> None:
+        """Every field checked against its annotation (``noise.<field>`` in messages); floats stay floats."""
+        hints = typing.get_type_hints(type(self), include_extras=True)
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            check_value(f"noise.{field.name}", value, hints[field.name])
+            if isinstance(value, int) and not isinstance(value, bool) and _is_float(hints[field.name]):
+                object.__setattr__(self, field.name, float(value))
+        self.check()
+
+    def check(self) -> None:  # noqa: B027 - a hook: most models need no check across fields
+        """Checks across fields (raise ValueError naming ``noise.<field>``); the annotations did the rest."""
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Return a noisy copy of ``x`` (same shape, device and dtype) drawn from ``generator``."""
@@ -98,7 +84,9 @@ class NoiseModel(ABC):
             raise TypeError(f"noise expects float images in [0,1]; got {got}")
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
         out = self._apply(xf, draws)
-        if self.clip:
+        if getattr(
+            self, "clip", False
+        ):  # a model with a ``clip`` field clamps its output to [0,1] when it is set
             out = out.clamp(0.0, 1.0)
         return out.to(x.dtype)
 
@@ -116,11 +104,11 @@ class NoiseModel(ABC):
         """The same family (and secondary parameters) at another primary level."""
 
     def describe(self) -> str:
-        """Short human-readable form, e.g. ``gaussian(sigma=0.2)``; defaults are omitted."""
+        """Short human-readable form, e.g. ``gaussian(sigma=0.2)``; fields that are off (None, False) are omitted."""
         parts = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if f.default is dataclasses.MISSING or value != f.default:
+            if value is not None and value is not False:
                 parts.append(f"{f.name}={value:g}" if isinstance(value, float) else f"{f.name}={value}")
         return f"{self.name}({', '.join(parts)})"
 
@@ -138,21 +126,17 @@ class GaussianNoise(NoiseModel):
     ``clip`` is off by default, as in the denoising literature.
     """
 
-    sigma: float
-    clip: bool = False
-    sigma_max: float | None = None
+    sigma: NonNegative
+    clip: bool
+    sigma_max: NonNegative | None
 
     name: ClassVar[str] = "gaussian"
     level_name: ClassVar[str] = "sigma"
 
-    def __post_init__(self) -> None:
-        _set(self, "sigma", _number("sigma", self.sigma, low=0.0))
-        _set(self, "clip", _flag("clip", self.clip))
-        if self.sigma_max is not None:
-            _set(
-                self,
-                "sigma_max",
-                _number("sigma_max", self.sigma_max, low=self.sigma, low_name=f"sigma ({self.sigma:g})"),
+    def check(self) -> None:  # noqa: B027 - a hook: most models need no check across fields
+        if self.sigma_max is not None and self.sigma_max < self.sigma:
+            raise ValueError(
+                f"noise.sigma_max={self.sigma_max!r} is not allowed: must be a number >= sigma ({self.sigma:g})"
             )
 
     @property
@@ -160,7 +144,7 @@ class GaussianNoise(NoiseModel):
         return self.sigma
 
     def at_level(self, level: float) -> GaussianNoise:
-        return GaussianNoise(level, clip=self.clip)
+        return GaussianNoise(level, clip=self.clip, sigma_max=None)
 
     def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         if self.sigma_max is None:
@@ -182,15 +166,11 @@ class PoissonNoise(NoiseModel):
     a denoiser) do not make ``torch.poisson`` fail.
     """
 
-    ppp: float
-    clip: bool = False
+    ppp: Positive
+    clip: bool
 
     name: ClassVar[str] = "poisson"
     level_name: ClassVar[str] = "ppp"
-
-    def __post_init__(self) -> None:
-        _set(self, "ppp", _number("ppp", self.ppp, low=0.0, strict=True))
-        _set(self, "clip", _flag("clip", self.clip))
 
     @property
     def level(self) -> float:
@@ -211,17 +191,12 @@ class PoissonGaussianNoise(NoiseModel):
     fixed when a robustness curve sweeps the photon level).
     """
 
-    ppp: float
-    read_sigma: float
-    clip: bool = False
+    ppp: Positive
+    read_sigma: NonNegative
+    clip: bool
 
     name: ClassVar[str] = "poisson_gaussian"
     level_name: ClassVar[str] = "ppp"
-
-    def __post_init__(self) -> None:
-        _set(self, "ppp", _number("ppp", self.ppp, low=0.0, strict=True))
-        _set(self, "read_sigma", _number("read_sigma", self.read_sigma, low=0.0))
-        _set(self, "clip", _flag("clip", self.clip))
 
     @property
     def level(self) -> float:
@@ -252,37 +227,15 @@ class NoNoise(NoiseModel):
         return 0.0
 
     def at_level(self, level: float) -> NoiseModel:
-        if _number("sigma", level, low=0.0) == 0.0:
-            return NoNoise()
-        return GaussianNoise(level)
+        return NoNoise() if level == 0 else GaussianNoise(level, clip=False, sigma_max=None)
 
     def _apply(self, x: Tensor, draws: Draws) -> Tensor:
         return x.clone()
 
 
-NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    cls.name: cls for cls in (GaussianNoise, PoissonNoise, PoissonGaussianNoise, NoNoise)
-}
-
-
-def build_noise(cfg: Mapping[str, Any]) -> NoiseModel:
-    """Build a noise model from a config mapping (dict or OmegaConf ``DictConfig``).
-
-    ``cfg.name`` picks the family from :data:`NOISE_MODELS`; the family's parameters are
-    read from the keys of the same name. Other keys, and parameters set to ``null``, are
-    ignored, so one config group can carry the parameters of every family.
-    """
-    if "name" not in cfg:
-        raise ValueError(f"noise.name is missing: must be one of {sorted(NOISE_MODELS)}")
-    name = cfg["name"]
-    cls = NOISE_MODELS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"noise.name={name!r} is not allowed: must be one of {sorted(NOISE_MODELS)}")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = cfg.get(f.name)
-        if value is not None:
-            kwargs[f.name] = value
-        elif f.default is dataclasses.MISSING:
-            raise ValueError(f"noise.{f.name} is missing: it is required for noise.name={name!r}")
-    return cls(**kwargs)
+def _is_float(annotation: object) -> bool:
+    """``float``, possibly ``Annotated`` or ``Optional``: an int given for it is stored as a float."""
+    args = typing.get_args(annotation)
+    if annotation is float:
+        return True
+    return bool(args) and any(_is_float(a) for a in args if a is not type(None) and not isinstance(a, Range))

@@ -138,7 +138,7 @@ def run_setting(run: Run) -> dict[str, Any]:
         "train": train if train is not None else data_cfg.get("limit_train") or data_cfg.get("train"),
         "train_seen": main.get("train_samples_per_epoch") if train is None else None,
         "test": test if test is not None else data_cfg.get("limit_test") or data_cfg.get("test"),
-        "model": _first(model, "arch", "name"),
+        "model": _first(model, "arch", "name") or str(model.get("_target_", "")).rsplit(".", 1)[-1] or None,
         "epochs": (cfg.get("trainer") or {}).get("max_epochs"),
     }
 

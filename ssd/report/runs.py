@@ -123,14 +123,18 @@ def method_of(label: str) -> str:
 
 
 def _noise_facts(noise_cfg: Mapping[str, Any]) -> tuple[str, str, float | None]:
-    """(name, level name, level) of a noise config, without training anything."""
+    """(name, level name, level) of a noise config, without training anything (also the ``noise.name``
+    configs of runs from before issue 17)."""
     try:
-        from ssd.noise import build_noise
+        from ssd.parts import build_noise
 
         noise = build_noise(noise_cfg)
-        return str(noise_cfg.get("name")), noise.level_name, float(noise.level)
+        return noise.name, noise.level_name, float(noise.level)
     except Exception:  # noqa: BLE001 - a broken config is reported, not fatal
-        return str(noise_cfg.get("name", "?")), "level", None
+        name = str(noise_cfg.get("name", "?"))
+        level_name = "ppp" if name.startswith("poisson") else "sigma"
+        level = noise_cfg.get(level_name, 0.0 if name == "none" else None)
+        return name, level_name, float(level) if isinstance(level, int | float) else None
 
 
 def _job_config(folder: Path) -> dict[str, Any] | None:

@@ -1,11 +1,11 @@
-"""Strategies: interchangeable LightningModules built from ``cfg.strategy._target_``.
+"""Strategies: interchangeable LightningModules built from ``strategy._target_`` (``ssd.parts``).
 
 Adding a strategy = one ``NoisyImageModule`` subclass (``training_loss(x, x_noisy, y)``, plus
-``requires`` for the stages it needs) and one YAML in a ``strategy`` config group whose
-``_target_`` names it: in ssd's ``conf/strategy/``, or in another folder on Hydra's search path
-(``tests/strategies/logit_kd.py`` with ``tests/conf/strategy/logit_kd.yaml`` is a whole example).
+``requires`` for the stages it needs and its own keys as typed ``__init__`` arguments) and one
+YAML in a ``strategy`` config group whose ``_target_`` names it: in ssd's ``conf/strategy/``, or
+in a folder of your own on Hydra's search path (``examples/`` holds a whole one: logit KD).
 """
 
-from ssd.strategies.base import NoisyImageModule, build_classifier_from_cfg
+from ssd.strategies.base import Evaluation, NoisyImageModule
 
-__all__ = ["NoisyImageModule", "build_classifier_from_cfg"]
+__all__ = ["Evaluation", "NoisyImageModule"]

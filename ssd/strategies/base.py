@@ -1,37 +1,81 @@
 """The interface every strategy implements, and the evaluation they all share.
 
-A strategy is a LightningModule that owns the networks it trains (``self.net`` is the
-classifier that is evaluated) plus, read-only, the frozen networks of earlier stages
-(``self.frozen``: a teacher, a denoiser, a clean classifier). Subclasses implement only
-``training_loss(x, x_noisy, y)``; the common work lives here once:
+A strategy is a LightningModule built by ``ssd.parts.build_strategy`` from its config section:
+the section's keys arrive as typed keyword arguments (``strategy.lambda`` as ``lambda_``), and
+ssd fills in what every strategy gets:
 
-* training: the training noise is drawn here, once per batch (``trains_on_noise``), so a
-  strategy draws again only when it needs a second, independent view;
-* stages: the frozen networks of ``required_roles`` are checked to be there before anything is built;
-* config: ``check`` runs, in this order, the optional ``strategy.optim`` section, the strategy's
-  own keys (``check_config``), each required stage's whole config (ssd.config.validate) and
-  then the strategy against those stages (``check_stages``);
-* evaluation: what is evaluated, how (fixed per-sample noise, robustness curve, clean
-  accuracy) and with which metrics, so that every strategy is measured identically.
+* ``classifier``: builds a fresh classifier of the configured ``model`` for this data;
+* ``noise``: the training noise model; ``seed``: the stage seed of the training-noise stream;
+* ``optimizer``, ``scheduler``: the configured optimizer and schedule, to be finished with
+  parameters and step counts (``configure_optimizers`` here does it);
+* ``data``: the data facts (classes, image size, channel mean/std);
+* ``evaluation``: the fixed evaluation noise's seed and the robustness curve's levels;
+* ``frozen``: the trained networks of the stages it requires, by role (eval mode, no gradients);
+* ``denoiser``: builds the configured denoiser (only for a strategy whose ``__init__`` takes it).
+
+A new strategy MUST write one method: ``training_loss(x, x_noisy, y) -> (loss, logits, logs)``.
+The base draws the training noise once per batch (none when ``trains_on_noise = False``), so
+only a second, independent view is drawn in a strategy. It MAY set or override:
+
+* ``requires`` (ClassVar): roles of the stages it needs first; each role has a section
+  ``strategy.<role>: {strategy, ckpt, overrides}`` that ``ssd.pipeline`` trains or loads;
+* ``role_config(section, role)``: that section, when it is derived (a born-again chain);
+* ``section_keys`` (ClassVar): other keys of its section that ssd reads rather than passes to
+  ``__init__`` (typed, like parameters), e.g. ``generations``;
+* ``method_label(section)``: its row in a report (default: ``strategy.name``);
+* ``trains`` / ``trains_on_noise`` / ``monitor`` (ClassVars): evaluation only; clean training
+  images; the validation metric that picks ``best.ckpt``;
+* ``build_net()``, ``predict_logits(x_noisy)``, ``param_groups()``: what is trained and evaluated;
+* ``stage_state()`` / ``load_stage_state(state)``: tensors besides ``net`` that evaluating the
+  stage needs (an EMA teacher), saved with the stage.
+
+Checks of its own keys live in its signature's annotations (``Annotated[float, Range(ge=0)]``,
+``Literal``); checks across keys or against the networks live in ``__init__`` and raise
+``ConfigError`` naming the YAML key: ssd builds every strategy on the meta device to validate a
+config, so they run before any data is read.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired, TypedDict
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ssd.noise import NoiseModel, build_noise, fixed_noisy, training_generator
-from ssd.seeding import stage_seed
-from ssd.strategies.optim import build_optimizer, build_scheduler, check_optim_section
+from ssd.data.protocol import DataFacts
+from ssd.noise import NoiseModel, NoNoise, fixed_noisy
+from ssd.seeding import generator
+
+#: ``optimizer(params)``: the configured optimizer for these parameters (or parameter groups)
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+#: ``scheduler(optimizer, total_steps, steps_per_epoch)``: the configured schedule, stepped per optimizer step
+SchedulerFactory = Callable[[torch.optim.Optimizer, int, int], torch.optim.lr_scheduler.LRScheduler]
+
+
+class RoleSection(TypedDict):
+    """``strategy.<role>``: the stage a role needs."""
+
+    #: the conf/strategy/<name>.yaml that trains it (or, derived by ``role_config``, a whole strategy section)
+    strategy: str | Mapping[str, Any]
+    #: a net.pt or Lightning .ckpt to use instead of training or looking up the stage
+    ckpt: NotRequired[str | None]
+    #: merged into the stage's run config (never ``data``)
+    overrides: NotRequired[Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How every strategy is evaluated: the seed of the fixed per-image noise, the robustness curve's levels."""
+
+    seed: int
+    levels: tuple[float, ...]
 
 
 def _level_key(noise: NoiseModel) -> str:
@@ -39,46 +83,47 @@ def _level_key(noise: NoiseModel) -> str:
 
 
 class NoisyImageModule(L.LightningModule):
-    """Base class of all strategies.
+    """Base class of all strategies (see the module docstring for what a subclass writes)."""
 
-    Args:
-        cfg: the whole resolved run config as plain containers (stored as hyperparameters,
-            so a checkpoint says exactly how it was made).
-        data_info: ``num_classes``, ``mean``, ``std``, ``image_size`` of the datamodule.
-        frozen: networks of earlier stages, by role (``teacher``, ``denoiser``, ...). They
-            are frozen here, kept in eval mode, and left out of this module's checkpoints.
-    """
-
-    #: roles of the stages this strategy needs before it can train (read by ssd.pipeline);
-    #: each role has a config section ``strategy.<role>`` (``strategy``, ``ckpt``, ``overrides``).
+    #: roles of the stages this strategy needs before it can train (read by ssd.pipeline)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: whether the stage trains (False: it is evaluated only, e.g. a frozen denoiser + classifier)
+    trains: ClassVar[bool] = True
     #: whether training sees noisy images: the base draws the training noise for ``training_loss``
     #: only then (``x_noisy`` is ``x`` otherwise), and the stage-cache key ignores noise otherwise.
     trains_on_noise: ClassVar[bool] = True
-    #: top-level config sections besides the common ones that determine what this strategy
-    #: trains (added to its stage-cache key), e.g. ``("denoiser",)``.
-    config_sections: ClassVar[tuple[str, ...]] = ()
     #: the validation metric that picks the ``best`` checkpoint (maximised).
     monitor: ClassVar[str] = "val/acc"
+    #: keys of the strategy section that ssd reads itself (never ``__init__`` arguments), by type;
+    #: a role of ``requires`` adds its ``RoleSection`` (``section_annotations``)
+    section_keys: ClassVar[dict[str, Any]] = {"name": str, "optim": Mapping[str, Any] | None}
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
+        *,
+        classifier: Callable[[], nn.Module],
+        noise: NoiseModel,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory,
+        data: DataFacts,
+        evaluation: Evaluation,
+        seed: int,
         frozen: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__()
-        missing = [role for role in self.required_roles(cfg) if role not in (frozen or {})]
+        missing = [role for role in self.requires if role not in (frozen or {})]
         if missing:
             raise ValueError(
                 f"{type(self).__name__} needs frozen[{missing[0]!r}] (ssd.pipeline trains or loads it)"
             )
-        self.save_hyperparameters({"cfg": dict(cfg), "data_info": dict(data_info)})
-        self.cfg = cfg
-        self.data_info = data_info
-        self.noise = build_noise(cfg["noise"])
+        self.make_classifier = classifier
+        self.make_optimizer = optimizer
+        self.make_scheduler = scheduler
+        self.noise = noise
+        self.data = data
+        self.evaluation = evaluation
         #: the seed of this stage's random streams (ssd.seeding: differs between a teacher and its student)
-        self.stage_seed = stage_seed(cfg)
+        self.stage_seed = int(seed)
         self.frozen = nn.ModuleDict(dict(frozen or {}))
         for net in self.frozen.values():
             net.eval().requires_grad_(False)
@@ -87,40 +132,26 @@ class NoisyImageModule(L.LightningModule):
         self._train_gen_epoch = 0
         self._build_metrics()
 
-    # ----------------------------------------------------------------- to override
+    # ----------------------------------------------------------------- stages (class level, read by ssd.pipeline)
     @classmethod
-    def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
-        """Stages needed for this config (override when they depend on config)."""
-        return cls.requires
+    def section_annotations(cls) -> dict[str, Any]:
+        """Every key of the section ssd reads itself, typed: ``section_keys`` plus a section per role."""
+        return {**cls.section_keys, **{role: RoleSection for role in cls.requires}}
 
     @classmethod
-    def role_config(cls, cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
+    def role_config(cls, section: Mapping[str, Any], role: str) -> dict[str, Any]:
         """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage (default: ``strategy.<role>``)."""
-        return dict(cfg["strategy"][role])
+        return dict(section[role])
 
     @classmethod
-    def method_label(cls, cfg: Mapping[str, Any]) -> str:
+    def method_label(cls, section: Mapping[str, Any]) -> str:
         """The row this run belongs to in a report: the strategy name plus what tells its variants apart."""
-        return str(cfg["strategy"]["name"])
+        return str(section["name"])
 
-    @classmethod
-    def trains(cls, cfg: Mapping[str, Any]) -> bool:
-        """Whether this config trains anything (False: the stage is evaluated only, no fit)."""
-        return True
-
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """Checks of the strategy's own keys (raise ssd.config.ConfigError), before its stages are checked:
-        ``required_roles`` and ``role_config`` may read what is checked here."""
-
-    @classmethod
-    def check_stages(cls, cfg: Mapping[str, Any], stages: Mapping[str, Mapping[str, Any]]) -> None:
-        """Checks of the strategy against its required stages' configs (by role, each already valid),
-        e.g. that a teacher's architecture has the tapped layers."""
-
+    # ----------------------------------------------------------------- to override
     def build_net(self) -> nn.Module:
-        """The network this strategy trains and evaluates (default: the configured classifier)."""
-        return build_classifier_from_cfg(self.cfg, self.data_info)
+        """The network this strategy trains and evaluates (default: a fresh classifier)."""
+        return self.make_classifier()
 
     def training_loss(
         self, x: Tensor, x_noisy: Tensor, y: Tensor
@@ -136,26 +167,19 @@ class NoisyImageModule(L.LightningModule):
         """What evaluation classifies: by default the trained classifier on the noisy image."""
         return self.net(x_noisy)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters handed to the optimizer (everything trainable outside ``frozen``)."""
+    def param_groups(self) -> list[Any]:
+        """Optimizer parameters or groups (default: everything trainable outside ``frozen``)."""
         frozen = {id(p) for p in self.frozen.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
 
-    # ----------------------------------------------------------------- the contract's fixed parts
-    @classmethod
-    def check(cls, cfg: Mapping[str, Any], check_stage: Callable[[str], Mapping[str, Any]]) -> None:
-        """The whole check of a config for this strategy (called by ssd.config.validate, not overridden).
+    def stage_state(self) -> dict[str, Tensor]:
+        """Tensors besides ``net``'s weights that evaluating this stage needs (saved as the stage's ``extra.pt``)."""
+        return {}
 
-        In an order that lets each step trust the ones before: the optional ``strategy.optim``
-        section, the strategy's own keys, every required stage (``check_stage(role)`` validates that
-        stage's whole config and returns it), then the strategy against those stages.
-        """
-        if cfg["strategy"].get("optim") is not None:  # optional: null or absent is the run's optim
-            check_optim_section(cfg, "strategy.optim")
-        cls.check_config(cfg)
-        stages = {role: check_stage(role) for role in cls.required_roles(cfg)}
-        cls.check_stages(cfg, stages)
+    def load_stage_state(self, state: Mapping[str, Tensor]) -> None:
+        """Put back what ``stage_state`` saved."""
 
+    # ----------------------------------------------------------------- the training noise
     def training_input(self, x: Tensor) -> Tensor:
         """What the trained network sees of a clean batch: one draw of the training noise, or ``x``."""
         return self.add_noise(x) if self.trains_on_noise else x
@@ -164,17 +188,12 @@ class NoisyImageModule(L.LightningModule):
         """``training_loss`` of a clean batch, its training view drawn here once (``training_step`` uses it)."""
         return self.training_loss(x, self.training_input(x), y)
 
-    # ----------------------------------------------------------------- helpers
     def add_noise(self, x: Tensor) -> Tensor:
-        """A fresh training-noise draw, from this rank's own stream on the training device.
-
-        The stream is derived afresh every epoch from (seed, rank, epoch) rather than saved in
-        checkpoints (which hold rank 0's state only), so a resumed run draws the same noise.
-        """
+        """A fresh training-noise draw from this rank's ``noise`` stream of the epoch (``ssd.seeding``),
+        on the training device; derived afresh each epoch, so a resumed run draws the same noise."""
         epoch = int(self.current_epoch)
         if self._train_gen is None or self._train_gen.device != x.device or self._train_gen_epoch != epoch:
-            stream = self.global_rank + (epoch << 32)  # distinct for every (rank < 2**32, epoch)
-            self._train_gen = training_generator(self.stage_seed, stream, x.device)
+            self._train_gen = generator(self.stage_seed, "noise", self.global_rank, epoch, x.device)
             self._train_gen_epoch = epoch
         return self.noise(x, generator=self._train_gen)
 
@@ -200,48 +219,36 @@ class NoisyImageModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim_cfg = self.optim_config()
-        optimizer = build_optimizer(optim_cfg, self.param_groups())
+        optimizer = self.make_optimizer(self.param_groups())
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
+        schedule = self.make_scheduler(optimizer, total, per_epoch)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": build_scheduler(optimizer, optim_cfg["scheduler"], total, per_epoch),
+            "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1},
         }
-
-    def optim_config(self) -> Mapping[str, Any]:
-        """``strategy.optim`` when a strategy config sets one (e.g. Adam for a denoiser), else the run's ``optim``."""
-        return self.cfg["strategy"].get("optim") or self.cfg["optim"]
-
-    def param_groups(self) -> list[Any]:
-        """Optimizer parameter groups; strategies with several lrs override this."""
-        return self.trainable_parameters()
 
     # ----------------------------------------------------------------- evaluation
     def _build_metrics(self) -> None:
-        n = int(self.data_info["num_classes"])
+        n = int(self.data.num_classes)
         # no per-step argument checks: they call torch.unique and read its length on the host (a device
         # sync every training step); labels are checked once when the data is loaded
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
-        levels = [float(v) for v in self.cfg["noise"]["eval_levels"]]
-        curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in levels}
+        curve = {_level_key(self.noise.at_level(v)): self.noise.at_level(v) for v in self.evaluation.levels}
         # what the test epoch measures: name -> noise model (deduplicated by level)
-        self.test_noises: dict[str, NoiseModel] = {
-            "noisy": self.noise,
-            "clean": build_noise({"name": "none"}),
-            **curve,
-        }
+        self.test_noises: dict[str, NoiseModel] = {"noisy": self.noise, "clean": NoNoise(), **curve}
         self.test_accs = nn.ModuleList(
             MulticlassAccuracy(num_classes=n, average="micro") for _ in self.test_noises
         )
 
-    def _eval_logits(self, x: Tensor, idx: Tensor, noise: NoiseModel) -> Tensor:
-        return self.predict_logits(fixed_noisy(noise, x, idx, int(self.cfg["eval_seed"])))
+    def eval_noisy(self, x: Tensor, idx: Tensor, noise: NoiseModel | None = None) -> Tensor:
+        """``x`` under the fixed evaluation noise (per image: evaluation seed and index) of ``noise``."""
+        return fixed_noisy(self.noise if noise is None else noise, x, idx, self.evaluation.seed)
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, idx = batch
-        self.val_acc(self._eval_logits(x, idx, self.noise), y)
+        self.val_acc(self.predict_logits(self.eval_noisy(x, idx)), y)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
@@ -253,7 +260,7 @@ class NoisyImageModule(L.LightningModule):
         for (_name, noise), metric in zip(self.test_noises.items(), self.test_accs, strict=True):
             key = noise.describe()
             if key not in cache:  # the training level and clean also appear in the curve
-                cache[key] = self._eval_logits(x, idx, noise)
+                cache[key] = self.predict_logits(self.eval_noisy(x, idx, noise))
             metric.update(cache[key], y)
         per_image = getattr(self, "_per_image", None)
         if per_image is not None:  # per-image outcomes: paired comparisons over the same test images
@@ -299,13 +306,3 @@ class NoisyImageModule(L.LightningModule):
         checkpoint["state_dict"].update(
             {k: v for k, v in self.state_dict().items() if k.startswith("frozen.")}
         )
-
-
-def build_classifier_from_cfg(cfg: Mapping[str, Any], data_info: Mapping[str, Any]) -> nn.Module:
-    """``cfg.model`` (a ``_target_``) -> classifier for this dataset."""
-    return instantiate(
-        cfg["model"],
-        num_classes=int(data_info["num_classes"]),
-        mean=tuple(data_info["mean"]),
-        std=tuple(data_info["std"]),
-    )

@@ -2,12 +2,12 @@
 
 Stage 1 is the ``denoiser`` stage (``strategy.target``: clean or noise2noise). Then either
 
-* ``strategy=denoise`` (``classifier_mode=train``, the SPEC's two-stage baseline): ``g`` is trained
-  from scratch on ``D(x~)`` with ``D`` frozen, ``CE(g(D(x~)), y)``; with ``target=noise2noise`` no
-  clean image is used anywhere; or
-* ``strategy=denoise_frozen`` (``classifier_mode=frozen``): ``g`` is a classifier trained on clean
-  images (the ``classifier`` stage), never shown ``D(x~)``; nothing is trained here, the main stage
-  only evaluates.
+* ``strategy=denoise`` (``Denoise``, the SPEC's two-stage baseline): ``g`` is trained from scratch
+  on ``D(x~)`` with ``D`` frozen, ``CE(g(D(x~)), y)``; with ``target=noise2noise`` no clean image
+  is used anywhere; or
+* ``strategy=denoise_frozen`` (``DenoiseFrozen``): ``g`` is a classifier trained on clean images
+  (the ``classifier`` stage), never shown ``D(x~)``; nothing is trained here, the main stage only
+  evaluates. Two classes, so a report row never mixes the two.
 
 ``D`` outputs [0,1]-space images that go straight into ``g`` (which normalises itself). The
 evaluated network (``.net``) is the composite ``g(D(.))``; its test also reports ``D``'s PSNR and
@@ -23,12 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.checks import require, require_choice
-from ssd.noise import fixed_noisy
-from ssd.strategies.base import NoisyImageModule, build_classifier_from_cfg
-from ssd.strategies.denoiser import TARGETS, DenoisingEvaluation, check_denoiser_config
-
-CLASSIFIER_MODES = ("frozen", "train")
+from ssd.strategies.base import NoisyImageModule
+from ssd.strategies.denoiser import DenoisingEvaluation, Target
 
 
 class DenoiseThenClassify(nn.Module):
@@ -52,15 +48,9 @@ class ClassifyDenoised(NoisyImageModule):
     """
 
     net: DenoiseThenClassify
-    config_sections: ClassVar[tuple[str, ...]] = ("denoiser",)
 
-    def __init__(
-        self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
-        frozen: Mapping[str, nn.Module] | None = None,
-    ):
-        super().__init__(cfg, data_info, frozen)
+    def __init__(self, **common: Any):
+        super().__init__(**common)
         self.test_images = DenoisingEvaluation()
 
     def frozen_parts(self) -> list[str]:
@@ -74,7 +64,7 @@ class ClassifyDenoised(NoisyImageModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
         x, _, idx = batch
-        noisy = fixed_noisy(self.noise, x, idx, int(self.cfg["eval_seed"]))
+        noisy = self.eval_noisy(x, idx)
         self.test_images.update(x, noisy, self.net.denoiser(noisy))
 
     def on_test_epoch_end(self) -> None:
@@ -98,40 +88,18 @@ class ClassifyDenoised(NoisyImageModule):
 
 
 class Denoise(ClassifyDenoised):
-    @classmethod
-    def required_roles(cls, cfg: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("denoiser", "classifier") if cfg["strategy"]["classifier_mode"] == "frozen" else ("denoiser",)
+    """``g`` trained from scratch on ``D(x~)``, ``D`` the frozen ``denoiser`` stage."""
+
+    requires: ClassVar[tuple[str, ...]] = ("denoiser",)
+    #: ``target``: the denoiser stage's target, passed to ``strategy.denoiser.overrides`` (and the report label)
+    section_keys: ClassVar[dict[str, Any]] = {**ClassifyDenoised.section_keys, "target": Target}
 
     @classmethod
-    def trains(cls, cfg: Mapping[str, Any]) -> bool:
-        return cfg["strategy"]["classifier_mode"] == "train"
-
-    @classmethod
-    def method_label(cls, cfg: Mapping[str, Any]) -> str:
-        return f"{cfg['strategy']['name']}:{cfg['strategy']['target']}"
-
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        require_choice(cfg, "strategy.target", TARGETS)
-        require_choice(cfg, "strategy.classifier_mode", CLASSIFIER_MODES)
-        # one name, one method: a report row never mixes the SPEC's baseline with the frozen-classifier variant
-        mode, name = cfg["strategy"]["classifier_mode"], cfg["strategy"]["name"]
-        expected = {"frozen": "denoise_frozen", "train": "denoise"}[mode]
-        require(
-            name == expected or name not in ("denoise", "denoise_frozen"),
-            "strategy.classifier_mode",
-            mode,
-            f"is what strategy={expected} does; strategy={name} is "
-            + ("g trained on D(x~)" if name == "denoise" else "a frozen clean-trained g"),
-        )
-        check_denoiser_config(cfg)
+    def method_label(cls, section: Mapping[str, Any]) -> str:
+        return f"{section['name']}:{section['target']}"
 
     def build_net(self) -> nn.Module:
-        train = self.trains(self.cfg)
-        classifier = (
-            build_classifier_from_cfg(self.cfg, self.data_info) if train else self.frozen["classifier"]
-        )
-        return DenoiseThenClassify(self.frozen["denoiser"], classifier)
+        return DenoiseThenClassify(self.frozen["denoiser"], self.make_classifier())
 
     def training_loss(
         self, x: Tensor, x_noisy: Tensor, y: Tensor
@@ -140,3 +108,13 @@ class Denoise(ClassifyDenoised):
             denoised = self.net.denoiser(x_noisy)
         logits = self.net.classifier(denoised)
         return F.cross_entropy(logits, y), logits, {}
+
+
+class DenoiseFrozen(Denoise):
+    """``g(D(x~))`` with both stages frozen: the ``classifier`` stage (clean-trained) never saw ``D(x~)``."""
+
+    requires: ClassVar[tuple[str, ...]] = ("denoiser", "classifier")
+    trains: ClassVar[bool] = False
+
+    def build_net(self) -> nn.Module:
+        return DenoiseThenClassify(self.frozen["denoiser"], self.frozen["classifier"])

@@ -12,31 +12,18 @@ the fixed evaluation noise, next to the PSNR of the noisy input itself, plus a p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ssd.config.checks import require_choice
-from ssd.models import DENOISERS
-from ssd.noise import fixed_noisy
 from ssd.strategies.base import NoisyImageModule
 from ssd.viz import save_denoising_grid
 
-TARGETS = ("clean", "noise2noise")
-
-
-def check_denoiser_config(cfg: Mapping[str, Any]) -> None:
-    """``cfg.denoiser`` names a known architecture."""
-    require_choice(cfg, "denoiser.arch", DENOISERS)
-
-
-def build_denoiser_from_cfg(cfg: Mapping[str, Any]) -> nn.Module:
-    """``cfg.denoiser`` (a ``_target_``) -> denoiser network."""
-    return instantiate(cfg["denoiser"])
+#: what ``D(x~)`` is regressed to: the clean image, or a second independent noisy draw (Noise2Noise)
+Target = Literal["clean", "noise2noise"]
 
 
 class DenoisingEvaluation(nn.Module):
@@ -83,29 +70,20 @@ class DenoisingEvaluation(nn.Module):
 
 
 class TrainDenoiser(NoisyImageModule):
-    """The denoiser stage: ``self.net`` is ``D``, trained with MSE to a clean or a noisy target."""
+    """The denoiser stage: ``self.net`` is ``D`` (the configured ``denoiser``), trained with MSE to a
+    clean or a noisy target (``strategy.target``)."""
 
-    config_sections: ClassVar[tuple[str, ...]] = ("denoiser",)
     monitor: ClassVar[str] = "val/psnr"
 
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        require_choice(cfg, "strategy.target", TARGETS)
-        check_denoiser_config(cfg)
-
-    def __init__(
-        self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
-        frozen: Mapping[str, nn.Module] | None = None,
-    ):
-        super().__init__(cfg, data_info, frozen)
-        self.target = str(cfg["strategy"]["target"])
+    def __init__(self, *, denoiser: Callable[[], nn.Module], target: Target, **common: Any):
+        self.make_denoiser = denoiser
+        super().__init__(**common)
+        self.target = target
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.test_images = DenoisingEvaluation()
 
     def build_net(self) -> nn.Module:
-        return build_denoiser_from_cfg(self.cfg)
+        return self.make_denoiser()
 
     def regression_target(self, x: Tensor) -> Tensor:
         """What ``D(x~)`` is regressed to for clean ``x``: ``x`` itself, or a second, independent noisy draw."""
@@ -121,7 +99,7 @@ class TrainDenoiser(NoisyImageModule):
         )
 
     def _denoise_fixed(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        noisy = fixed_noisy(self.noise, x, idx, int(self.cfg["eval_seed"]))
+        noisy = self.eval_noisy(x, idx)
         return noisy, self.net(noisy)
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:

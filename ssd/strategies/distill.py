@@ -16,32 +16,42 @@ under ``torch.no_grad`` inside the training step's autocast, i.e. in the trainin
 (``inference_mode`` tensors could not be saved for the student's backward).
 
 ``Distillation`` holds the step every distillation strategy shares (taps, adapters, loss,
-teacher view) and the checks of its keys; ``FeatureDistillation`` adds the teacher *stage*:
-where it comes from (``role_config``: the configured one, a teacher at its own noise level, or
-the previous generation of a born-again chain), the checks against the teacher stage's config
-(``check_stages``: taps and widths of its architecture), and folding the frozen teacher's
-BatchNorm into its convolutions for the length of a fit (``strategy.fold_teacher_bn``).
+teacher view) and checks it against the networks it gets (taps of both, channel widths);
+``FeatureDistillation`` adds the teacher *stage*: where it comes from (``role_config``: the
+configured one, a teacher at its own noise level, or the previous generation of a born-again
+chain), and folding the frozen teacher's BatchNorm into its convolutions for the length of a fit
+(``strategy.fold_teacher_bn``). Built on the meta device with meta teachers, the same checks
+validate a config before any data is read.
 ``ssd.strategies.online_distill`` uses an EMA of the student as the teacher instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.checks import is_number, require, require_bool, require_choice, require_number
+from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.models import ARCHITECTURES, FeatureTaps, resolve_taps, tap_shapes
+from ssd.models import FeatureTaps, resolve_taps, tap_shapes
 from ssd.models.fold import FoldedBatchNorm
 from ssd.strategies import teacher_stage
 from ssd.strategies.base import NoisyImageModule
-from ssd.strategies.losses import FEATURE_LOSSES, DistillationLoss
+from ssd.strategies.losses import DistillationLoss
 
-TEACHER_INPUTS = ("clean", "same", "independent")
+NonNegative = Annotated[float, Range(ge=0)]
+#: the image the teacher sees: the clean one (STL), the student's noisy one, or a second noise draw
+TeacherInput = Literal["clean", "same", "independent"]
+
+
+class LogitKDSettings(TypedDict):
+    """``strategy.logit_kd``: Hinton's logit term, added when ``weight > 0``."""
+
+    weight: NonNegative
+    temperature: Annotated[float, Range(gt=0)]
 
 
 def _unwrapped(net: nn.Module) -> nn.Module:
@@ -74,40 +84,81 @@ def match_taps(
     return needed
 
 
+def _resolve(taps: str | Sequence[str], net: nn.Module, whose: str) -> list[str]:
+    """``strategy.taps`` resolved in ``whose`` network, or a ConfigError naming the key."""
+    try:
+        return list(resolve_taps(taps, net))
+    except ValueError as err:
+        raise ConfigError(
+            f"strategy.taps={taps!r} is not allowed ({whose} {_describe(net)}): {err}"
+        ) from None
+
+
+def _describe(net: nn.Module) -> str:
+    net = _unwrapped(net)
+    inner = getattr(net, "backbone", net)
+    return type(inner).__name__
+
+
 class Distillation(NoisyImageModule):
-    """The student step of every feature-distillation strategy; subclasses say what ``teacher`` is."""
+    """The student step of every feature-distillation strategy; subclasses say what ``teacher`` is.
+
+    Args (``strategy.<key>``; the common ones are ``NoisyImageModule``'s):
+        taps: ``"all"`` (the backbone's named taps), a tap, or a list of named taps and/or dotted
+            module paths of the backbone (``layer2.0.conv1``): what is distilled.
+        tap_weights: per-tap factors ``w_l`` (null: all 1).
+        lambda_: the factor of the summed feature loss (``strategy.lambda``).
+        feature_loss: ``mse``, ``nmse`` or ``cosine`` (``ssd.strategies.losses``); ``fused_feature_loss``:
+            the faster ``mse``.
+        logit_kd: the optional logit term.
+        adapter: learned 1x1 convs where student and teacher tap widths differ.
+        teacher_input: the image the teacher sees.
+    """
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
-        frozen: Mapping[str, nn.Module] | None = None,
+        *,
+        taps: str | list[str],
+        tap_weights: Mapping[str, NonNegative] | None,
+        lambda_: NonNegative,
+        feature_loss: Literal["mse", "nmse", "cosine"],
+        fused_feature_loss: bool,
+        logit_kd: LogitKDSettings,
+        adapter: bool,
+        teacher_input: TeacherInput,
+        **common: Any,
     ):
-        super().__init__(cfg, data_info, frozen)
-        strategy_cfg = cfg["strategy"]
-        self.teacher_input = str(strategy_cfg["teacher_input"])
+        super().__init__(**common)
+        self.teacher_input = teacher_input
         teacher = _unwrapped(self.attach_teacher())
-        self.tap_names = resolve_taps(strategy_cfg["taps"], self.net.taps)
-        resolve_taps(self.tap_names, teacher.taps)  # the teacher must have them too
-        image = (len(data_info["mean"]), int(data_info["image_size"]), int(data_info["image_size"]))
+        self.tap_names = _resolve(taps, self.net, "student")
+        _resolve(self.tap_names, teacher, "teacher")  # the teacher must have them too
+        if not self.tap_names and logit_kd["weight"] == 0:
+            raise ConfigError(
+                f"strategy.taps={taps!r} is not allowed: must name at least one tap unless strategy.logit_kd.weight > 0"
+            )
+        unknown = sorted(set(tap_weights or {}) - set(self.tap_names))
+        if unknown:
+            raise ConfigError(
+                f"strategy.tap_weights={dict(tap_weights or {})!r} is not allowed: must be null or a mapping from "
+                f"distilled taps ({', '.join(self.tap_names)}) to numbers >= 0; not distilled: {', '.join(unknown)}"
+            )
+        image = (len(self.data.mean), int(self.data.image_size), int(self.data.image_size))
         needed = match_taps(
-            tap_shapes(self.net, self.tap_names, image),
-            tap_shapes(teacher, self.tap_names, image),
-            bool(strategy_cfg["adapter"]),
+            tap_shapes(self.net, self.tap_names, image), tap_shapes(teacher, self.tap_names, image), adapter
         )
         #: learned 1x1 convolutions student -> teacher channels, only for taps whose widths differ
         self.adapters = nn.ModuleDict(
             {name: nn.Conv2d(cs, ct, kernel_size=1, bias=False) for name, (cs, ct) in needed.items()}
         )
-        kd = strategy_cfg["logit_kd"]
         self.distill_loss = DistillationLoss(
             self.tap_names,
-            feature_loss=strategy_cfg["feature_loss"],
-            weight=float(strategy_cfg["lambda"]),
-            tap_weights=strategy_cfg["tap_weights"],
-            kd_weight=float(kd["weight"]),
-            kd_temperature=float(kd["temperature"]),
-            fused=bool(strategy_cfg["fused_feature_loss"]),
+            feature_loss=feature_loss,
+            weight=float(lambda_),
+            tap_weights=tap_weights,
+            kd_weight=float(logit_kd["weight"]),
+            kd_temperature=float(logit_kd["temperature"]),
+            fused=fused_feature_loss,
         )
         self._student_taps: FeatureTaps | None = None
         self._teacher_taps: FeatureTaps | None = None
@@ -130,80 +181,6 @@ class Distillation(NoisyImageModule):
 
     def release_teacher(self) -> None:
         """Undo ``prepare_teacher`` (end of fit/test)."""
-
-    # ------------------------------------------------------------------ config
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """The keys of the student step every distillation strategy shares (taps: of the student's architecture)."""
-        super().check_config(cfg)
-        strategy_cfg = cfg["strategy"]
-        require_choice(cfg, "strategy.teacher_input", TEACHER_INPUTS)
-        require_number(cfg, "strategy.lambda", low=0)
-        require_choice(cfg, "strategy.feature_loss", FEATURE_LOSSES)
-        require_number(cfg, "strategy.logit_kd.weight", low=0)
-        temperature = strategy_cfg["logit_kd"]["temperature"]
-        require(
-            is_number(temperature) and temperature > 0,
-            "strategy.logit_kd.temperature",
-            temperature,
-            "must be a number > 0",
-        )
-        for flag in ("adapter", "fused_feature_loss"):
-            require_bool(cfg, f"strategy.{flag}")
-        taps = strategy_cfg["taps"]
-        require(
-            isinstance(taps, str) or (isinstance(taps, list) and all(isinstance(t, str) for t in taps)),
-            "strategy.taps",
-            taps,
-            "must be 'all', a tap name or a list of tap names",
-        )
-        names = cls.tap_names_of(cfg, cfg["model"]["arch"], "student")
-        require(
-            bool(names) or strategy_cfg["logit_kd"]["weight"] > 0,
-            "strategy.taps",
-            taps,
-            "must name at least one tap unless strategy.logit_kd.weight > 0",
-        )
-        tap_weights = strategy_cfg["tap_weights"]
-        require(
-            tap_weights is None
-            or (
-                isinstance(tap_weights, Mapping)
-                and all(k in names and is_number(v) and v >= 0 for k, v in tap_weights.items())
-            ),
-            "strategy.tap_weights",
-            tap_weights,
-            f"must be null or a mapping from distilled taps ({', '.join(names)}) to numbers >= 0",
-        )
-
-    @staticmethod
-    def tap_names_of(cfg: Mapping[str, Any], arch: str, whose: str) -> list[str]:
-        """``strategy.taps`` resolved in architecture ``arch`` (the ``whose`` network's), or a ConfigError."""
-        taps = cfg["strategy"]["taps"]
-        try:
-            return resolve_taps(taps, ARCHITECTURES[arch].taps)
-        except ValueError as err:
-            raise ConfigError(f"strategy.taps={taps!r} is not allowed ({whose} {arch}): {err}") from None
-
-    @classmethod
-    def check_teacher_taps(cls, cfg: Mapping[str, Any], teacher_arch: str) -> None:
-        """The distilled taps exist in the teacher's architecture too, with shapes the student can match."""
-        student_arch = cfg["model"]["arch"]
-        names = cls.tap_names_of(cfg, student_arch, "student")
-        try:
-            resolve_taps(names, ARCHITECTURES[teacher_arch].taps)
-        except ValueError as err:
-            raise ConfigError(
-                f"strategy.taps={cfg['strategy']['taps']!r} is not allowed (student {student_arch}, "
-                f"teacher {teacher_arch}): {err}"
-            ) from None
-        if student_arch != teacher_arch and names:
-            size = int(cfg["data"].get("image_size", 32))  # optional: CIFAR configs leave it out
-            shapes = [
-                tap_shapes(ARCHITECTURES[a].build(10), names, (3, size, size), ARCHITECTURES[a].taps)
-                for a in (student_arch, teacher_arch)
-            ]
-            match_taps(shapes[0], shapes[1], bool(cfg["strategy"]["adapter"]))
 
     # ------------------------------------------------------------------ training
     def _feature_taps(self, x: Tensor) -> tuple[FeatureTaps, FeatureTaps]:
@@ -263,26 +240,35 @@ class Distillation(NoisyImageModule):
 
 
 class FeatureDistillation(Distillation):
-    """Student ``self.net`` trained on noisy images to match a frozen teacher stage's features."""
+    """Student ``self.net`` trained on noisy images to match a frozen teacher stage's features.
+
+    Args (besides ``Distillation``'s):
+        init_from_teacher: start the student from the teacher's weights.
+        fold_teacher_bn: fold the frozen teacher's BatchNorm into its convolutions for a fit.
+
+    Section keys read by the pipeline: ``teacher`` (the stage), ``generations`` (born-again chains)
+    and ``teacher_sigma`` (a teacher at its own noise level), see ``ssd.strategies.teacher_stage``.
+    """
 
     requires: ClassVar[tuple[str, ...]] = ("teacher",)
+    section_keys: ClassVar[dict[str, Any]] = {
+        **Distillation.section_keys,
+        "generations": Annotated[int, Range(ge=1)],
+        "teacher_sigma": NonNegative | None,
+    }
 
-    def __init__(
-        self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
-        frozen: Mapping[str, nn.Module] | None = None,
-    ):
-        super().__init__(cfg, data_info, frozen)
-        strategy_cfg = cfg["strategy"]
-        self.fold_teacher_bn = bool(strategy_cfg["fold_teacher_bn"])
+    def __init__(self, *, init_from_teacher: bool, fold_teacher_bn: bool, **distillation: Any):
+        super().__init__(**distillation)
+        self.fold_teacher_bn = fold_teacher_bn
         self._folded: FoldedBatchNorm | None = None
-        if strategy_cfg["init_from_teacher"]:
+        if init_from_teacher:
             try:
                 self.net.load_state_dict(_unwrapped(self.teacher).state_dict())
             except RuntimeError as err:
+                first = str(err).strip().splitlines()[0:2]
                 raise ConfigError(
-                    f"strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student ({err})"
+                    "strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student "
+                    f"(needs teacher and student of one architecture; {' '.join(first)})"
                 ) from None
 
     def attach_teacher(self) -> nn.Module:
@@ -308,31 +294,10 @@ class FeatureDistillation(Distillation):
 
     # ------------------------------------------------------------------ the teacher stage
     @classmethod
-    def role_config(cls, cfg: Mapping[str, Any], role: str) -> dict[str, Any]:
+    def role_config(cls, section: Mapping[str, Any], role: str) -> dict[str, Any]:
         """The section ``{strategy, ckpt, overrides}`` that builds ``role``'s stage (``ssd.strategies.teacher_stage``)."""
-        return teacher_stage.role_config(cfg, role)
+        return teacher_stage.role_config(section, role)
 
     @classmethod
-    def method_label(cls, cfg: Mapping[str, Any]) -> str:
-        return teacher_stage.method_label(cfg)
-
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        """The student step's keys and what the teacher stage is derived from (before that stage is checked)."""
-        super().check_config(cfg)
-        for flag in ("init_from_teacher", "fold_teacher_bn"):
-            require_bool(cfg, f"strategy.{flag}")
-        teacher_stage.check_config(cfg)
-
-    @classmethod
-    def check_stages(cls, cfg: Mapping[str, Any], stages: Mapping[str, Mapping[str, Any]]) -> None:
-        """The student against its (valid) teacher stage: taps, channel widths, ``init_from_teacher``."""
-        student_arch, teacher_arch = cfg["model"]["arch"], stages["teacher"]["model"]["arch"]
-        cls.check_teacher_taps(cfg, teacher_arch)
-        if cfg["strategy"]["init_from_teacher"]:
-            require(
-                student_arch == teacher_arch,
-                "strategy.init_from_teacher",
-                True,
-                f"needs teacher and student of one architecture (student {student_arch}, teacher {teacher_arch})",
-            )
+    def method_label(cls, section: Mapping[str, Any]) -> str:
+        return teacher_stage.method_label(section)

@@ -15,48 +15,41 @@ The evaluated network is ``g(D(.))``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.config.checks import is_number, require, require_bool, require_number
+from ssd.config import Range
+from ssd.config.errors import ConfigError
 from ssd.strategies.denoise_classify import ClassifyDenoised, DenoiseThenClassify
-from ssd.strategies.denoiser import check_denoiser_config
+
+Weight = Annotated[float, Range(ge=0)]
 
 
 class Joint(ClassifyDenoised):
-    requires: ClassVar[tuple[str, ...]] = ("denoiser", "classifier")
+    """``D`` fine-tuned through ``g``: ``w_rec`` and ``w_cls`` weigh the two losses (not both 0);
+    ``train_classifier`` updates ``g`` too, at ``classifier_lr``."""
 
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
-        require_number(cfg, "strategy.w_rec", low=0.0)
-        require_number(cfg, "strategy.w_cls", low=0.0)
-        w_rec, w_cls = cfg["strategy"]["w_rec"], cfg["strategy"]["w_cls"]
-        require(
-            w_rec > 0 or w_cls > 0,
-            "strategy.w_rec, strategy.w_cls",
-            (w_rec, w_cls),
-            "at least one weight must be > 0",
-        )
-        require_bool(cfg, "strategy.train_classifier")
-        lr = cfg["strategy"]["classifier_lr"]
-        require(is_number(lr) and lr > 0, "strategy.classifier_lr", lr, "must be a number > 0")
-        check_denoiser_config(cfg)
+    requires: ClassVar[tuple[str, ...]] = ("denoiser", "classifier")
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
-        data_info: Mapping[str, Any],
-        frozen: Mapping[str, nn.Module] | None = None,
+        *,
+        w_rec: Weight,
+        w_cls: Weight,
+        train_classifier: bool,
+        classifier_lr: Annotated[float, Range(gt=0)],
+        **common: Any,
     ):
-        super().__init__(cfg, data_info, frozen)
-        self.w_rec, self.w_cls = float(cfg["strategy"]["w_rec"]), float(cfg["strategy"]["w_cls"])
-
-    @property
-    def train_classifier(self) -> bool:
-        return bool(self.cfg["strategy"]["train_classifier"])
+        if w_rec == 0 and w_cls == 0:
+            raise ConfigError(
+                "strategy.w_rec, strategy.w_cls=(0, 0) is not allowed: at least one weight must be > 0"
+            )
+        self.train_classifier = train_classifier
+        super().__init__(**common)
+        self.w_rec, self.w_cls = float(w_rec), float(w_cls)
+        self.classifier_lr = float(classifier_lr)
 
     def build_net(self) -> nn.Module:
         # trainable copies start in train mode: Lightning keeps the modes modules have at fit start
@@ -81,7 +74,7 @@ class Joint(ClassifyDenoised):
             groups.append(
                 {
                     "params": list(self.net.classifier.parameters()),
-                    "lr": float(self.cfg["strategy"]["classifier_lr"]),
+                    "lr": self.classifier_lr,
                 }
             )
         return groups

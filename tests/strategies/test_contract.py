@@ -10,12 +10,13 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError
-from ssd.config.validate import validate
-from ssd.pipeline import build_datamodule
+from ssd.fit import build_module
+from ssd.pipeline import load_data
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.clean import Clean
 from ssd.strategies.denoiser import TrainDenoiser
 from ssd.strategies.vanilla import Vanilla
+from ssd.validate import validate
 from tests.helpers import TINY, compose_cfg
 from tests.test_distill import first_batch, make_module, tiny_cfg
 
@@ -31,8 +32,8 @@ def count_draws(module: NoisyImageModule, x: torch.Tensor, y: torch.Tensor) -> i
 
 def plain_module(cls: type[NoisyImageModule], *overrides: str) -> tuple[NoisyImageModule, Any]:
     cfg = OmegaConf.to_container(compose_cfg([*TINY, *overrides]), resolve=True)
-    datamodule, info = build_datamodule(cfg)
-    return cls(cfg, info), datamodule
+    datamodule, info = load_data(cfg)
+    return build_module(cfg, info, {}), datamodule
 
 
 def test_the_base_draws_the_noise_once_and_only_for_strategies_that_train_on_it() -> None:

@@ -1,0 +1,33 @@
+"""The OmegaConf resolvers ssd's config files use, registered when ``ssd`` is imported.
+
+* ``${ssd.job_folder:...}``: a sweep job's folder name (``ssd.rundir.job_folder_name``);
+* ``${ssd.noise_label:${noise}}``: the noise family and its level in a run folder's name
+  (``gaussian0.2``, ``poisson10.0``, ``none``), read from the noise class's ``name`` and
+  ``level_name`` without building the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ssd.rundir import job_folder_name
+
+
+def noise_label(section: Mapping[str, Any]) -> str:
+    """``<family><level>`` of a noise section; ``noise`` when its class cannot be imported (yet: the
+    config check reports that)."""
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(section["_target_"]))
+        level = section.get(cls.level_name)
+        return f"{cls.name}{'' if level is None else level}"
+    except Exception:  # noqa: BLE001 - a folder name must never be what fails
+        return "noise"
+
+
+OmegaConf.register_new_resolver("ssd.job_folder", job_folder_name, replace=True)
+OmegaConf.register_new_resolver("ssd.noise_label", noise_label, replace=True)
