@@ -76,10 +76,14 @@ TRAINER_SET_BY_SSD = ("logger", "callbacks", "default_root_dir", "use_distribute
 
 
 def build_module(
-    cfg: Mapping[str, Any], facts: DataFacts, frozen: Mapping[str, nn.Module]
+    cfg: Mapping[str, Any],
+    facts: DataFacts,
+    frozen: Mapping[str, nn.Module],
+    frozen_seeds: Mapping[str, int | None] | None = None,
 ) -> NoisyImageModule:
-    """The stage's strategy module (``ssd.parts``), with its networks in the configured memory format."""
-    module = build_strategy(cfg, facts, frozen, stage_seed(cfg))
+    """The stage's strategy module (``ssd.parts``), with its networks in the configured memory format;
+    ``frozen_seeds``: the seed each frozen stage trained from (``ssd.parts.build_strategy``)."""
+    module = build_strategy(cfg, facts, frozen, stage_seed(cfg), frozen_seeds)
     if cfg["trainer"]["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
     if cfg["trainer"]["compile"]:
@@ -124,6 +128,7 @@ def fit_stage(
     group: str,
     weights: str | Path | None = None,
     label: str | None = None,
+    frozen_seeds: Mapping[str, int | None] | None = None,
 ) -> tuple[NoisyImageModule, dict[str, Any]]:
     """Fit (resuming from ``last.ckpt`` when present) and test one stage; return (module, metrics).
 
@@ -136,7 +141,7 @@ def fit_stage(
     seed = stage_seed(cfg)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule.seed = seed  # the datamodule protocol: its training streams' seed, set per stage
-    module = build_module(cfg, facts, frozen)
+    module = build_module(cfg, facts, frozen, frozen_seeds)
     is_main = stage_dir.name == "main"  # the run's own stage (its W&B job type may say "student")
     evaluate_only = weights is not None or (is_main and cfg["eval_only"])
     init = weights or (cfg["init_from"] if is_main else None)

@@ -13,8 +13,8 @@ signature is the schema (``ssd.validate`` checks a section against it before any
 * ``optim``: ``optimizer`` gets ``params``; ``scheduler`` gets the optimizer, and ``total_steps`` and
   ``steps_per_epoch`` where its signature takes them.
 * ``strategy``: a ``NoisyImageModule``; ``classifier``, ``noise``, ``optimizer``, ``scheduler``,
-  ``data``, ``evaluation``, ``seed``, ``frozen`` filled in (and ``denoiser`` where ``__init__`` takes
-  it); ssd reads ``name``, ``optim``, a section per role and the class's ``section_keys``.
+  ``data``, ``evaluation``, ``seed``, ``frozen`` filled in (and ``denoiser``, ``frozen_seeds`` where
+  ``__init__`` takes them); ssd reads ``name``, ``optim``, a section per role and the class's ``section_keys``.
 * ``logger.<name>``: a Lightning logger; ``stage`` (``ssd.stage_info.StageInfo``) filled in.
 * ``callbacks.<name>``: a Lightning callback; ``stage`` filled in where the callable takes it.
 
@@ -72,7 +72,18 @@ LOGGER = Kind(filled=frozenset({"stage"}))
 CALLBACK = Kind(filled=frozenset({"stage"}))
 #: what every strategy gets from ssd (``NoisyImageModule.__init__``), plus ``denoiser`` where it takes one
 STRATEGY_FILLED = frozenset(
-    {"classifier", "denoiser", "noise", "optimizer", "scheduler", "data", "evaluation", "seed", "frozen"}
+    {
+        "classifier",
+        "denoiser",
+        "noise",
+        "optimizer",
+        "scheduler",
+        "data",
+        "evaluation",
+        "seed",
+        "frozen",
+        "frozen_seeds",
+    }
 )
 
 
@@ -159,9 +170,16 @@ def strategy_knobs(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_strategy(
-    cfg: Mapping[str, Any], facts: DataFacts, frozen: Mapping[str, nn.Module], seed: int
+    cfg: Mapping[str, Any],
+    facts: DataFacts,
+    frozen: Mapping[str, nn.Module],
+    seed: int,
+    frozen_seeds: Mapping[str, int | None] | None = None,
 ) -> NoisyImageModule:
-    """The stage's strategy module from its whole config: its knobs plus everything ssd fills in."""
+    """The stage's strategy module from its whole config: its knobs plus everything ssd fills in.
+
+    ``frozen_seeds``: the seed each frozen stage trained from (None: a given checkpoint), for a strategy
+    whose ``__init__`` takes them (a student starting from its teacher's initial weights)."""
     section = cfg["strategy"]
     cls = strategy_class(section)
     optim = section.get("optim") or cfg["optim"]
@@ -177,6 +195,8 @@ def build_strategy(
     }
     if takes(cls, "denoiser"):
         common["denoiser"] = denoiser_factory(cfg["denoiser"])
+    if takes(cls, "frozen_seeds"):
+        common["frozen_seeds"] = {role: (frozen_seeds or {}).get(role) for role in frozen}
     module = cls(**as_kwargs(strategy_knobs(section)), **common)
     # a checkpoint says how it was made: the stage's whole config (never built modules)
     module.save_hyperparameters({"cfg": dict(cfg), "data": asdict(facts)})

@@ -43,6 +43,7 @@ from ssd.hardware import configure_backends, describe_hardware
 from ssd.interrupt import exit_code_of
 from ssd.parts import strategy_class
 from ssd.results import package_versions, read_complete_results, read_json, runtime_facts, write_json_atomic
+from ssd.seeding import stage_seed
 from ssd.stages import (
     NET_FILE,
     data_fingerprint,
@@ -128,6 +129,7 @@ class Pipeline:
             role_cfg = cls.role_config(section, role)
             sub_cfg = stage_config(cfg, role_cfg)
             module, records[role] = self.stage(role, sub_cfg, base_dir / role, ckpt=role_cfg.get("ckpt"))
+            records[role]["stage_seed"] = None if role_cfg.get("ckpt") else stage_seed(sub_cfg)
             frozen[role] = module.net
         return frozen, records
 
@@ -167,6 +169,7 @@ class Pipeline:
         its weights come from the cache; a required stage found ready is not re-tested.
         """
         sub_frozen, sub_records = self.required(cfg, stage_dir if not main else self.run_dir)
+        sub_seeds = {role: rec["stage_seed"] for role, rec in sub_records.items()}
         key = stage_key(cfg, {r: rec["key"] for r, rec in sub_records.items()}, self.fingerprint)
         name = entry_name(cfg, key)
         cacheable = not (main and (cfg["init_from"] or cfg["eval_only"]))
@@ -219,11 +222,20 @@ class Pipeline:
             weights = None if plan["source"] == "train" else Path(plan["net"])
             if weights is None or main:
                 module, result = fit_stage(
-                    cfg, role, stage_dir, self.datamodule, self.facts, sub_frozen, self.group, weights, label
+                    cfg,
+                    role,
+                    stage_dir,
+                    self.datamodule,
+                    self.facts,
+                    sub_frozen,
+                    self.group,
+                    weights,
+                    label,
+                    sub_seeds,
                 )
                 record.update(result)
             else:
-                module = build_module(cfg, self.facts, sub_frozen)
+                module = build_module(cfg, self.facts, sub_frozen, sub_seeds)
                 load_stage_weights(module, weights)
             if plan["source"] == "train" and is_launch_rank_zero():
                 result["_weights"] = stage_weights(module)

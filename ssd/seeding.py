@@ -24,8 +24,9 @@ what an uninterrupted run draws, on every rank. The tags in use:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -80,3 +81,16 @@ def stage_seed(cfg: Mapping[str, Any]) -> int:
         return seed
     digest = hashlib.sha256(f"ssd-stage:{seed}:{stage_identity(cfg['strategy'])}".encode()).digest()
     return int.from_bytes(digest[:4], "little")  # < 2**32: fits every generator and numpy
+
+
+@contextlib.contextmanager
+def as_built_by(seed: int) -> Iterator[None]:
+    """Build networks inside this block with the RNG state stage ``seed`` built its own network from.
+
+    ``ssd.fit`` seeds a stage with ``L.seed_everything(seed)`` and then builds its network first, so
+    this rebuilds a stage's initial weights (a student starting from its teacher's: ``student_init``).
+    The RNG states before the block come back after it: the caller's streams are untouched.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield

@@ -216,12 +216,22 @@ def _stage_module(cfg: Mapping[str, Any], facts: DataFacts, where: str = "") -> 
     section = cfg["strategy"]
     cls = parts.strategy_class(section)
     frozen: dict[str, nn.Module] = {}
+    seeds: dict[str, int | None] = {}
     for role in cls.requires:
         role_cfg = cls.role_config(section, role)
         frozen[role] = _required_stage(cfg, role, role_cfg, facts, f"{where}strategy.{role}")
+        seeds[role] = (
+            None if role_cfg.get("ckpt") else 0
+        )  # whether it is a stage ssd trains (its seed unused)
     with torch.device("meta"):
         return _built(
-            f"strategy ({section['_target_']})", parts.build_strategy, cfg, facts, frozen, stage_seed(cfg)
+            f"strategy ({section['_target_']})",
+            parts.build_strategy,
+            cfg,
+            facts,
+            frozen,
+            stage_seed(cfg),
+            seeds,
         )
 
 

@@ -138,12 +138,13 @@ def _quick_train_stage(
     group: str,
     weights: Any = None,
     label: Any = None,
+    frozen_seeds: Any = None,
 ) -> Any:
     """Stands in for ssd.fit.fit_stage in the race: no fitting, but it holds the lock for a while."""
     from ssd.fit import build_module
 
     time.sleep(2.0)
-    return build_module(cfg, info, frozen), {"metrics": {"test/acc": 0.5}, "test_acc": 0.5}
+    return build_module(cfg, info, frozen, frozen_seeds), {"metrics": {"test/acc": 0.5}, "test_acc": 0.5}
 
 
 def _obtain_teacher(cfg: dict[str, Any], run_dir: str, barrier: Any, queue: Any) -> None:

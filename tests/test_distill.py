@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +18,7 @@ from ssd.config import ConfigError
 from ssd.fit import build_module, fit_stage
 from ssd.parts import classifier_factory
 from ssd.pipeline import load_data
+from ssd.seeding import stage_seed
 from ssd.stages import method_label, stage_config
 from ssd.strategies.distill import FeatureDistillation
 from ssd.validate import validate
@@ -64,7 +66,7 @@ def test_defaults_of_the_two_strategies() -> None:
     assert (sd.teacher.strategy, sd.teacher_input) == ("vanilla", "same")
     for s in (st, sd):
         assert s.taps == "all" and s["lambda"] == 0.1 and s.feature_loss == "mse" and s.logit_kd.weight == 0.0
-        assert s.teacher.ckpt is None and not s.adapter and not s.init_from_teacher
+        assert s.teacher.ckpt is None and not s.adapter and s.student_init == "random"
     validate(compose_cfg([*TINY, "strategy=self_distill"]))
     validate(
         compose_cfg(
@@ -113,9 +115,9 @@ def test_defaults_of_the_two_strategies() -> None:
             [
                 "strategy.teacher.overrides={model: {_target_: ssd.models.resnet18_cifar}}",
                 "strategy.adapter=true",
-                "strategy.init_from_teacher=true",
+                "strategy.student_init=teacher",
             ],
-            "strategy.init_from_teacher=True is not allowed",
+            "strategy.student_init='teacher' is not allowed",
         ),
     ],
 )
@@ -243,13 +245,56 @@ def test_teacher_runs_without_grad_in_the_training_precision() -> None:
     assert all(p.grad is None and not p.requires_grad for p in module.teacher.parameters())
 
 
-def test_init_from_teacher() -> None:
-    module, _ = make_module(tiny_cfg("self_distill", "strategy.init_from_teacher=true"))
+def test_student_init_teacher_starts_from_the_trained_teacher() -> None:
+    module, _ = make_module(tiny_cfg("self_distill", "strategy.student_init=teacher"))
     for (name, a), b in zip(
         module.net.state_dict().items(), module.teacher.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
     assert next(module.net.parameters()).data_ptr() != next(module.teacher.parameters()).data_ptr()  # a copy
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [("student_teacher", ()), ("self_distill", ()), ("self_distill", ("strategy.teacher_sigma=0.3",))],
+)
+def test_student_init_teacher_init_starts_from_the_teacher_stages_initial_weights(
+    strategy: str, extra: tuple[str, ...]
+) -> None:
+    """The weights the teacher stage started from (ssd.fit seeds a stage, then builds it); the student's own
+    streams (data order, noise) stay its own. student_init=random starts elsewhere."""
+    cfg = tiny_cfg(strategy, "strategy.student_init=teacher_init", *extra)
+    teacher_cfg = teacher_stage(cfg)
+    _, facts = load_data(cfg)
+    seeds = {"teacher": stage_seed(teacher_cfg)}
+    L.seed_everything(seeds["teacher"], verbose=False)  # what ssd.fit.fit_stage does before building a stage
+    teacher_at_start = build_module(teacher_cfg, facts, {}).net.state_dict()
+    module = build_module(cfg, facts, {"teacher": build_module(teacher_cfg, facts, {}).net}, seeds)
+    assert stage_seed(cfg) != seeds["teacher"]
+    for (name, a), b in zip(module.net.state_dict().items(), teacher_at_start.values(), strict=True):
+        assert torch.equal(a, b), name
+    L.seed_everything(stage_seed(cfg), verbose=False)
+    random_init = build_module(tiny_cfg(strategy, *extra), facts, {"teacher": module.teacher}, seeds)
+    assert not torch.equal(random_init.net.backbone.fc.weight, module.net.backbone.fc.weight)
+
+
+def test_student_init_teacher_init_needs_a_teacher_stage(tmp_path: Path) -> None:
+    ckpt = tmp_path / "net.pt"
+    cfg = tiny_cfg("self_distill")
+    _, facts = load_data(cfg)
+    torch.save(build_module(teacher_stage(cfg), facts, {}).net.state_dict(), ckpt)
+    bad = compose_cfg(
+        [
+            *TINY,
+            "strategy=self_distill",
+            "strategy.student_init=teacher_init",
+            f"strategy.teacher.ckpt={ckpt}",
+        ]
+    )
+    with pytest.raises(
+        ConfigError, match="strategy.student_init='teacher_init' is not allowed: the teacher's initial"
+    ):
+        validate(bad)
 
 
 # ---------------------------------------------------------------------------------- frozen teacher

@@ -26,8 +26,8 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]
     seen: dict[str, dict[str, Any]] = {}
     real_build = ssd.fit.build_module
 
-    def build(cfg: Any, info: Any, frozen: Any) -> Any:
-        module = real_build(cfg, info, frozen)
+    def build(cfg: Any, info: Any, frozen: Any, frozen_seeds: Any = None) -> Any:
+        module = real_build(cfg, info, frozen, frozen_seeds)
         entry = seen.setdefault(cfg["strategy"]["name"], {})
         entry.setdefault("init", copy.deepcopy(module.net.state_dict()))
         real_add_noise = module.add_noise

@@ -38,6 +38,7 @@ from ssd.config import Range
 from ssd.config.errors import ConfigError
 from ssd.models import FeatureTaps, resolve_taps, tap_shapes
 from ssd.models.fold import FoldedBatchNorm
+from ssd.seeding import as_built_by
 from ssd.strategies import teacher_stage
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.losses import DistillationLoss
@@ -45,6 +46,8 @@ from ssd.strategies.losses import DistillationLoss
 NonNegative = Annotated[float, Range(ge=0)]
 #: the image the teacher sees: the clean one (STL), the student's noisy one, or a second noise draw
 TeacherInput = Literal["clean", "same", "independent"]
+#: where a student's weights start: its own random init, its teacher's random init, the trained teacher
+StudentInit = Literal["random", "teacher_init", "teacher"]
 
 
 class LogitKDSettings(TypedDict):
@@ -243,8 +246,13 @@ class FeatureDistillation(Distillation):
     """Student ``self.net`` trained on noisy images to match a frozen teacher stage's features.
 
     Args (besides ``Distillation``'s):
-        init_from_teacher: start the student from the teacher's weights.
+        student_init: where the student's weights start: ``random`` (its own stage seed's), ``teacher_init``
+            (the random weights its teacher stage started from: the student and teacher then share a basis,
+            as in a loop that seeds every model with one seed; data order, crops and noise stay the
+            student's own) or ``teacher`` (the trained teacher's weights).
         fold_teacher_bn: fold the frozen teacher's BatchNorm into its convolutions for a fit.
+        frozen_seeds: the seed each frozen stage trained from (filled in by ssd; None: not a stage ssd
+            trained, e.g. ``strategy.teacher.ckpt``).
 
     Section keys read by the pipeline: ``teacher`` (the stage), ``generations`` (born-again chains)
     and ``teacher_sigma`` (a teacher at its own noise level), see ``ssd.strategies.teacher_stage``.
@@ -257,19 +265,39 @@ class FeatureDistillation(Distillation):
         "teacher_sigma": NonNegative | None,
     }
 
-    def __init__(self, *, init_from_teacher: bool, fold_teacher_bn: bool, **distillation: Any):
+    def __init__(
+        self,
+        *,
+        student_init: StudentInit,
+        fold_teacher_bn: bool,
+        frozen_seeds: Mapping[str, int | None],
+        **distillation: Any,
+    ):
         super().__init__(**distillation)
         self.fold_teacher_bn = fold_teacher_bn
         self._folded: FoldedBatchNorm | None = None
-        if init_from_teacher:
-            try:
-                self.net.load_state_dict(_unwrapped(self.teacher).state_dict())
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0:2]
+        if student_init == "teacher_init":
+            seed = frozen_seeds.get("teacher")
+            if seed is None:
                 raise ConfigError(
-                    "strategy.init_from_teacher=True is not allowed: the teacher's weights do not fit the student "
-                    f"(needs teacher and student of one architecture; {' '.join(first)})"
-                ) from None
+                    "strategy.student_init='teacher_init' is not allowed: the teacher's initial weights are not "
+                    "known (a strategy.teacher.ckpt, not a stage ssd trains); use student_init=teacher or random"
+                )
+            with as_built_by(seed):
+                start = self.make_classifier()
+            self._load_student(start.state_dict(), student_init)
+        elif student_init == "teacher":
+            self._load_student(_unwrapped(self.teacher).state_dict(), student_init)
+
+    def _load_student(self, state: Mapping[str, Tensor], student_init: str) -> None:
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0:2]
+            raise ConfigError(
+                f"strategy.student_init={student_init!r} is not allowed: the teacher's weights do not fit the "
+                f"student (needs teacher and student of one architecture; {' '.join(first)})"
+            ) from None
 
     def attach_teacher(self) -> nn.Module:
         return self.teacher  # there: the base class checks the required roles
