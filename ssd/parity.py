@@ -34,16 +34,17 @@ from typing import Any
 
 from ssd.plainloop import Recipe, load_arrays, train_and_test
 from ssd.report.stats import Stat, paired_t
-from ssd.results import read_json, write_json_atomic
+from ssd.results import json_digest, read_json, write_json_atomic
 
-#: ssd's choice for every recipe detail where the plain loop's default differs
-SSD_RECIPE = {"init": "ssd", "warmup_epochs": 1.0, "last_batch": "pad"}
-#: recipe details ssd may adopt, measured on top of ssd's choices: plain-loop fields (ssd: data.pad_mode,
+#: ssd's choice for every recipe detail where the plain loop's default differs (reflect padding: adopted
+#: after ``--ablate candidates`` measured it, docs/results/parity.md)
+SSD_RECIPE = {"init": "ssd", "warmup_epochs": 1.0, "last_batch": "pad", "pad_mode": "reflect"}
+#: recipe details measured on top of ssd's choices: plain-loop fields (ssd: data.pad_mode=zeros,
 #: optim/scheduler=multistep)
 RECIPE_CANDIDATES = {
-    "pad_mode=reflect": {"pad_mode": "reflect"},
+    "pad_mode=constant": {"pad_mode": "constant"},
     "schedule=multistep": {"schedule": "multistep"},
-    "pad_mode=reflect, schedule=multistep": {"pad_mode": "reflect", "schedule": "multistep"},
+    "pad_mode=constant, schedule=multistep": {"pad_mode": "constant", "schedule": "multistep"},
 }
 #: how a plain-loop student's seeds relate to its teacher's (see the module docstring)
 STUDENT_SEEDS = ("independent", "init", "shared")
@@ -252,29 +253,34 @@ def run_jobs(ready: list, after: dict, jobs: int, done_dir: Path) -> dict[str, d
     done_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
 
-    def path(name: str) -> Path:
-        return done_dir / (name.replace(" ", "_").replace("(", "").replace(")", "") + ".json")
+    def path(job: dict) -> Path:
+        """The job's result file: its name and a digest of what it trains (a changed recipe is a new job)."""
+        what = json_digest(
+            {k: job.get(k) for k in ("fields", "extra", "seed", "init_seed", "sigma")}, length=8
+        )
+        return done_dir / (job["name"].replace(" ", "_").replace("(", "").replace(")", "") + f"-{what}.json")
 
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        running: dict[Future, str] = {}
+        running: dict[Future, dict] = {}
 
         def submit(fn: Callable, job: dict) -> None:
-            known = read_json(path(job["name"]))
+            known = read_json(path(job))
             if known is not None and (not job.get("save") or Path(job["save"]).exists()):
                 results[job["name"]] = known
                 for dep in after.get(job["name"], []):
                     submit(*dep)
                 return
-            running[pool.submit(fn, job)] = job["name"]
+            running[pool.submit(fn, job)] = job
 
         for item in ready:
             submit(*item)
         while running:
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
-                name = running.pop(fut)
+                job = running.pop(fut)
+                name = job["name"]
                 results[name] = fut.result()
-                write_json_atomic(path(name), results[name])
+                write_json_atomic(path(job), results[name])
                 print(f"done: {name}: {100 * results[name]['test_acc']:.2f}%", flush=True)
                 for dep in after.get(name, []):
                     submit(*dep)
