@@ -8,15 +8,16 @@ same fixed evaluation noise, paired by seed:
   plain loop with each recipe detail where it and ssd differ switched to ssd's choice, one at a
   time and all together: what each detail is worth;
 * the distillation gain (``--distill``): STL − vanilla and SSD − vanilla, in ssd and in the plain
-  loop with its student step. ``--student-seeds`` says how a plain student's random streams
-  relate to its teacher's: ``independent`` (ssd's protocol: own init, order, crops and noise),
-  ``init`` (the teacher's initial weights, its own streams) or ``shared`` (the teacher's seed for
-  everything: what a loop that calls ``torch.manual_seed(seed)`` before each model does).
+  loop with its student step. ``--student-init`` says where students start, in both loops: ``random``
+  (ssd's default: own initial weights, order, crops and noise), ``teacher_init`` (the teacher's initial
+  weights, its own streams), ``teacher`` (the trained teacher's weights) or ``shared`` (the teacher's seed
+  for everything: what a loop that calls ``torch.manual_seed(seed)`` before each model does; ssd's
+  ``stage_seeds=shared``).
 
     python -m ssd.parity                       # 3 seeds, sigma 0.2: ssd vs the plain loop
     python -m ssd.parity --ablate --jobs 2     # + the recipe ablation table
     python -m ssd.parity --ablate candidates   # only the candidates on top of ssd's recipe
-    python -m ssd.parity --distill --variant full --limit-train 5085 --student-seeds independent init
+    python -m ssd.parity --distill --variant full --limit-train 5085 --student-init random teacher_init
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,8 +48,16 @@ RECIPE_CANDIDATES = {
     "schedule=multistep": {"schedule": "multistep"},
     "pad_mode=constant, schedule=multistep": {"pad_mode": "constant", "schedule": "multistep"},
 }
-#: how a plain-loop student's seeds relate to its teacher's (see the module docstring)
-STUDENT_SEEDS = ("independent", "init", "shared")
+#: where a student starts, in both loops (see the module docstring): ssd's ``strategy.student_init`` values,
+#: and ``shared`` (the teacher's seed for everything: ssd's ``stage_seeds=shared``)
+STUDENT_STARTS = ("random", "teacher_init", "teacher", "shared")
+#: the ssd overrides of each start
+SSD_STARTS = {
+    "random": ["strategy.student_init=random"],
+    "teacher_init": ["strategy.student_init=teacher_init"],
+    "teacher": ["strategy.student_init=teacher"],
+    "shared": ["strategy.student_init=random", "stage_seeds=shared"],
+}
 #: the distillation methods: (teacher recipe, teacher_input, ssd strategy overrides)
 DISTILL = {
     "STL": ("clean", "clean", ["strategy=student_teacher"]),
@@ -86,7 +96,7 @@ def _plain(job: dict[str, Any]) -> dict[str, Any]:
 
 def _ssd(job: dict[str, Any]) -> dict[str, Any]:
     """One ``python -m ssd.run`` run of the cpu_quick recipe, in its own process; ``job["cache"]``: its stage cache."""
-    run_dir = Path(job["out"]) / job["name"]
+    run_dir = Path(job["out"]) / re.sub(r"[^A-Za-z0-9_.-]+", "-", job["name"]).strip("-")  # Hydra's grammar
     cmd = [
         sys.executable,
         "-m",
@@ -197,13 +207,19 @@ def distill_jobs(args: argparse.Namespace, out: Path, base: dict[str, Any]) -> t
             for method, (teacher_kind, teacher_input, _) in DISTILL.items():
                 if teacher_kind != kind:
                     continue
-                for mode in args.student_seeds:
+                for mode in args.student_init:
                     if mode == "shared" and method == "SSD":
                         continue  # the student would replay its teacher exactly: it *is* the vanilla run
                     own = plain_seed(s, method)
                     seed = plain_seed(s, kind) if mode == "shared" else own
-                    init = plain_seed(s, kind) if mode == "init" else None
-                    student = {**base, "train_on": "distill", "lam": args.lam, "teacher_input": teacher_input}
+                    init = plain_seed(s, kind) if mode == "teacher_init" else None
+                    student = {
+                        **base,
+                        "train_on": "distill",
+                        "lam": args.lam,
+                        "teacher_input": teacher_input,
+                        "from_teacher": mode == "teacher",
+                    }
                     after.setdefault(name, []).append(
                         (
                             _plain,
@@ -219,24 +235,31 @@ def distill_jobs(args: argparse.Namespace, out: Path, base: dict[str, Any]) -> t
                         )
                     )
         for method, (_, _, overrides) in DISTILL.items():
-            ready.append(
-                (
-                    _ssd,
-                    {
-                        "name": f"ssd {method} s{s}",
-                        "out": str(out / "ssd"),
-                        "sigma": args.sigma,
-                        "run_seed": s,
-                        "cache": str(out / "ssd" / "cache" / f"seed{s}"),
-                        "extra": [
-                            *overrides,
-                            f"strategy.lambda={args.lam}",
-                            *args.ssd_extra,
-                            *_ssd_data(args),
-                        ],
-                    },
+            for mode in args.student_init:
+                if mode == "shared" and method == "SSD":
+                    continue  # as in the plain loop
+                ready.append(
+                    (
+                        _ssd,
+                        {
+                            "name": f"ssd {method} ({mode}) s{s}",
+                            "out": str(out / "ssd"),
+                            "sigma": args.sigma,
+                            "run_seed": s,
+                            # stage_seeds=shared trains other teachers: a cache of their own
+                            "cache": str(
+                                out / "ssd" / "cache" / f"seed{s}{'-shared' if mode == 'shared' else ''}"
+                            ),
+                            "extra": [
+                                *overrides,
+                                *SSD_STARTS[mode],
+                                f"strategy.lambda={args.lam}",
+                                *args.ssd_extra,
+                                *_ssd_data(args),
+                            ],
+                        },
+                    )
                 )
-            )
     return ready, after
 
 
@@ -288,23 +311,29 @@ def run_jobs(ready: list, after: dict, jobs: int, done_dir: Path) -> dict[str, d
 
 
 def gain_rows(results: dict[str, dict[str, Any]], seeds: Sequence[int], modes: Sequence[str]) -> list[dict]:
-    """Per (loop, method) row: accuracies and the paired gain over the same loop's vanilla, by seed."""
+    """Per (loop, model) row: accuracies and the paired gain over the same loop's vanilla, by seed.
+
+    ssd's vanilla and clean numbers are the teacher stages of its random-start students (the same
+    stages a ``vanilla`` or ``clean`` run trains); under ``stage_seeds=shared`` its teachers are others."""
     acc: dict[str, dict[int, float]] = {}
     for s in seeds:
         for kind in ("vanilla", "clean"):
             acc.setdefault(f"plain {kind}", {})[s] = results[f"plain {kind} s{s}"]["test_acc"]
         for method in DISTILL:
-            for mode in modes:
-                if f"plain {method} ({mode}) s{s}" in results:
-                    acc.setdefault(f"plain {method} ({mode})", {})[s] = results[
-                        f"plain {method} ({mode}) s{s}"
-                    ]["test_acc"]
-            run = results[f"ssd {method} s{s}"]
-            acc.setdefault(f"ssd {method}", {})[s] = run["test_acc"]
             teacher = "clean" if method == "STL" else "vanilla"
-            acc.setdefault(f"ssd {teacher}", {})[s] = run["stages"]["teacher"]["test_acc"]
+            for mode in modes:
+                for loop in ("plain", "ssd"):
+                    run = results.get(f"{loop} {method} ({mode}) s{s}")
+                    if run is None:
+                        continue
+                    acc.setdefault(f"{loop} {method} ({mode})", {})[s] = run["test_acc"]
+                    if loop == "ssd" and mode != "shared":
+                        acc.setdefault(f"ssd {teacher}", {})[s] = run["stages"]["teacher"]["test_acc"]
+    order = ["plain vanilla", "ssd vanilla", "plain clean", "ssd clean"]
+    order += [f"{loop} {m} ({mode})" for m in DISTILL for mode in modes for loop in ("plain", "ssd")]
     rows = []
-    for name, by_seed in acc.items():
+    for name in (n for n in order if n in acc):
+        by_seed = acc[name]
         loop = name.split()[0]
         stat = Stat.of([by_seed[s] for s in seeds if s in by_seed])
         row = {"row": name, "n": stat.n, "mean": stat.mean, "std": stat.std, "gain": None}
@@ -347,7 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--distill", action="store_true", help="the distillation gain, in ssd and the plain loop"
     )
-    parser.add_argument("--student-seeds", nargs="+", choices=STUDENT_SEEDS, default=["independent"])
+    parser.add_argument(
+        "--student-init",
+        nargs="+",
+        choices=STUDENT_STARTS,
+        default=["random"],
+        help="--distill: where students start, in both loops (ssd: strategy.student_init; shared: stage_seeds=shared)",
+    )
     parser.add_argument("--lam", type=float, default=0.1, help="--distill: lambda of the feature loss")
     parser.add_argument(
         "--ssd-extra", nargs="*", default=[], help="--distill: more overrides of the ssd runs"
@@ -368,11 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.distill:
         ready, after = distill_jobs(args, out, {**base, **SSD_RECIPE})
         results = run_jobs(ready, after, args.jobs, out / "done")
-        rows = gain_rows(results, args.seeds, args.student_seeds)
+        rows = gain_rows(results, args.seeds, args.student_init)
         setting = (
             f"cpu_quick recipe in both loops (plain loop with ssd's choices {SSD_RECIPE}), ResNet-20, {data}, "
             f"val_size=0, sigma={args.sigma:g}, {args.epochs} epochs, lambda={args.lam:g}, all taps, MSE, "
-            f"seeds {args.seeds}, plain students' seeds: {', '.join(args.student_seeds)}; one thread per run"
+            f"seeds {args.seeds}, students start: {', '.join(args.student_init)}; one thread per run"
         )
         write_json_atomic(out / "distill_parity.json", {"setting": setting, "rows": rows, "runs": results})
         text = gain_markdown(rows, setting)

@@ -68,6 +68,7 @@ class Recipe:
     train_on: str = "vanilla"
     lam: float = 0.1  # distill: weight of the summed per-tap MSE
     teacher_input: str = "clean"  # distill: clean (STL) | same (SSD: the student's noisy image) | independent
+    from_teacher: bool = False  # distill: the student starts from the trained teacher's weights
 
 
 def reset_to_torch_init(net: nn.Module) -> None:
@@ -149,6 +150,8 @@ def train(
         net = net.to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
+        if recipe.from_teacher:
+            net.load_state_dict(teacher.state_dict())
     opt = torch.optim.SGD(
         net.parameters(),
         lr=recipe.lr,

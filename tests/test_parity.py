@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -65,3 +67,39 @@ def test_parity_table_pairs_each_variant_with_the_plain_loop_by_seed() -> None:
     assert diff["mean"] == pytest.approx(1.0) and diff["low"] == pytest.approx(1.0)  # constant paired diff
     text = markdown([_row("plain loop", plain, None), row], "test setting")
     assert "Setting: test setting" in text and "+1.00 [+1.00, +1.00]" in text
+
+
+def test_distillation_gain_rows_pair_each_loop_with_its_own_vanilla() -> None:
+    from ssd.parity import gain_rows
+
+    results: dict = {}
+    for s, (pv, sv) in enumerate([(0.50, 0.55), (0.52, 0.56), (0.51, 0.57)]):
+        results[f"plain vanilla s{s}"] = {"test_acc": pv}
+        results[f"plain clean s{s}"] = {"test_acc": 0.3}
+        results[f"plain STL (random) s{s}"] = {"test_acc": pv + 0.02}
+        teacher = {"teacher": {"test_acc": sv}}
+        results[f"ssd STL (random) s{s}"] = {"test_acc": sv + 0.01, "stages": {"teacher": {"test_acc": 0.3}}}
+        results[f"ssd SSD (random) s{s}"] = {"test_acc": sv - 0.01, "stages": teacher}
+    rows = {r["row"]: r for r in gain_rows(results, [0, 1, 2], ["random"])}
+    assert rows["plain STL (random)"]["gain"]["mean"] == pytest.approx(2.0)
+    assert rows["ssd STL (random)"]["gain"]["mean"] == pytest.approx(1.0)  # against ssd's own vanilla
+    assert rows["ssd SSD (random)"]["gain"]["mean"] == pytest.approx(-1.0)
+    assert rows["ssd vanilla"]["mean"] == pytest.approx(0.56) and rows["ssd clean"]["gain"] is None
+    assert list(rows)[:4] == ["plain vanilla", "ssd vanilla", "plain clean", "ssd clean"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_plain_student_starts_from_its_teacher_when_asked() -> None:
+    from ssd.plainloop import cifar10_classifier, train
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+        "y_train": np.arange(32) % 10,
+    }
+    teacher = cifar10_classifier("resnet20")
+    recipe = Recipe(epochs=1, batch_size=16, bf16=False, train_on="distill", lr=1e-12, weight_decay=0.0)
+    own = train(recipe, arrays, seed=0, teacher=teacher)
+    started = train(dataclasses.replace(recipe, from_teacher=True), arrays, seed=0, teacher=teacher)
+    w = teacher.backbone.fc.weight
+    assert torch.allclose(started.backbone.fc.weight, w) and not torch.allclose(own.backbone.fc.weight, w)
