@@ -52,34 +52,22 @@ BEYOND_GROUPS=(
   "strategy=self_distill strategy.teacher_input=same strategy.generations=2,3"
 )
 
-tasks=()  # "sigma|seed|group"
+# shellcheck source=experiments/_queue.sh
+source experiments/_queue.sh
+tasks=()  # "log|overrides" (see _queue.sh)
 for sigma in "${SIGMAS[@]}"; do
   groups=()
   if [[ "$BEYOND" != only ]]; then groups+=("${GROUPS_OF_CELL[@]}"); fi
   if [[ "$BEYOND" != 0 && "$BEYOND_SIGMAS" == *" $sigma "* ]]; then groups+=("${BEYOND_GROUPS[@]}"); fi
-  for group in "${groups[@]}"; do for seed in "${SEEDS[@]}"; do tasks+=("$sigma|$seed|$group"); done; done
+  for group in "${groups[@]}"; do for seed in "${SEEDS[@]}"; do
+    tasks+=("$SWEEP_DIR/shard|experiment=cpu_fidelity sweep_name=$SWEEP noise.sigma=$sigma seed=$seed $group")
+  done; done
 done
-
-shard_loop() {  # shard: take the next unclaimed task until none is left
-  local shard=$1 i sigma seed group
-  for i in "${!tasks[@]}"; do
-    mkdir "$CLAIMS/$i" 2>/dev/null || continue   # atomic: one shard per task
-    IFS='|' read -r sigma seed group <<< "${tasks[$i]}"
-    echo "$(date +%T) shard $shard: sigma=$sigma seed=$seed $group"
-    # shellcheck disable=SC2086  # a group is several overrides
-    OMP_NUM_THREADS=1 "$PY" -m ssd.run -m experiment=cpu_fidelity sweep_name="$SWEEP" \
-      paths.log_dir="$LOG_DIR" noise.sigma="$sigma" seed="$seed" $group \
-      trainer.enable_progress_bar=false "${EXTRA[@]}" >> "$SWEEP_DIR/shard$shard.log" 2>&1 \
-      || echo "sigma=$sigma seed=$seed: '$group' failed (see $SWEEP_DIR/shard$shard.log)"
-  done
-}
 
 EXTRA=("$@")
 echo "cpu_fidelity: $SWEEP_DIR, sigmas ${SIGMAS[*]}, seeds ${SEEDS[*]}, $SHARDS shard(s), beyond=$BEYOND"
 start=$(date +%s)
-pids=()
-for (( shard = 0; shard < SHARDS; shard++ )); do shard_loop "$shard" & pids+=($!); done
-for pid in "${pids[@]}"; do wait "$pid"; done
+run_queue "$SHARDS" "${tasks[@]}"
 rm -rf "$CLAIMS"
 wall=$(( $(date +%s) - start ))
 echo "cpu_fidelity: sweep finished in $wall s ($(( wall / 60 )) min) with $SHARDS shard(s)" | tee "$SWEEP_DIR/wall_time.txt"
