@@ -63,3 +63,19 @@ def test_report_draws_the_confusion_difference_of_a_tiny_sweep(two_runs: Any) ->
     assert code == 0
     [figure] = out.glob("confusion_*.png")
     assert figure.stat().st_size > 0 and "vanilla" in figure.name and "clean" in figure.name
+
+
+def test_per_class_results_reach_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    from ssd.loggers import log_per_class
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(save_dir=str(tmp_path), project="t", offline=True)
+    confusion = {"accuracy": [0.5, None], "confusion": [[1, 1], [0, 0]]}
+    log_per_class([logger], {"classes": ["cat", "dog"], "noisy": confusion, "clean": confusion})
+    logger.experiment.finish()
+    found = tmp_path.glob("wandb/offline-run-*/files/media/table/per_class/*.json")  # not latest-run too
+    tables = sorted(p.name.split("_table")[0] for p in found)
+    assert tables == ["accuracy", "confusion_clean", "confusion_noisy"]
