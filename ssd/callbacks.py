@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from ssd.loggers import log_curve, log_images, supports_media
+from ssd.loggers import log_curve, log_images, log_per_class, supports_media
 from ssd.noise import fixed_noisy
 from ssd.seeding import seed_of
 from ssd.stage_info import StageInfo
@@ -225,6 +225,9 @@ class EvaluationMedia(L.Callback):
         )
         if points:
             log_curve(trainer.loggers, "robustness", pl_module.noise.level_name, points)
+        per_class = getattr(pl_module, "per_class", None)
+        if per_class:
+            log_per_class(trainer.loggers, per_class)
 
 
 class TrainingDiverged(RuntimeError):

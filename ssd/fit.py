@@ -211,6 +211,7 @@ def fit_stage(
         "clean_acc": metrics.get("test/acc_clean"),
         "val_acc": metrics.get("val/acc"),
         "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
+        "per_class": module.per_class,  # per-class accuracy and confusion matrices of the test
         "epochs": int(trainer.current_epoch),
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,

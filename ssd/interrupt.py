@@ -7,8 +7,15 @@ thread, wherever it is, so the run writes its status and its process exits 143 (
 anywhere is safe and a re-run resumes from the last checkpoint. A second signal of the same kind
 gets the default action (the process dies at once), for a cleanup that hangs.
 
-SIGUSR1 (Lightning's SLURM auto-requeue signal) is left alone. Lightning adds its own SIGTERM
-handler while it trains and calls this one after it, so its requeue logic keeps working.
+Inside a SLURM job, SIGUSR1 (what ``sbatch --signal=USR1@<seconds>`` sends before the time limit, as
+Lightning's ``SLURMEnvironment(auto_requeue=True)`` expects) requeues the job (``ssd.slurm.requeue``:
+``scontrol requeue <job id>``) and then stops the run like SIGTERM (``status: interrupted``, exit 138).
+The requeued job reruns the same command into the same folder and resumes from the last epoch-end
+checkpoint (``last.ckpt``, written every epoch), so its result is bit-identical to an uninterrupted run.
+The part of the epoch in progress is trained again: a checkpoint taken mid-epoch would not resume
+bit-identically. Lightning installs its own SIGUSR1 handler only where none is installed, so this one
+is the one that runs. Outside SLURM, SIGUSR1 is left alone. Lightning adds its own SIGTERM handler
+while it trains and calls this one after it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ssd.slurm import job_id, requeue
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: inside a SLURM job: requeue, then stop
+REQUEUE_SIGNAL = signal.SIGUSR1
 
 
 class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: not an Exception, so nothing swallows it
@@ -64,17 +75,21 @@ class _Handler:
             os.kill(os.getpid(), signum)
             return
         self.received.add(signum)
+        if signum == REQUEUE_SIGNAL:
+            requeue()
         raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def handle_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into :class:`Interrupted` for the body (main thread only; else a no-op)."""
+    """Turn SIGTERM/SIGINT (in SLURM also SIGUSR1, after a requeue) into :class:`Interrupted` for the body
+    (main thread only; else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handler = _Handler()
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    signals = (*SIGNALS, REQUEUE_SIGNAL) if job_id() is not None else SIGNALS
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:

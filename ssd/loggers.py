@@ -15,7 +15,7 @@ import csv as csvlib
 import netrc
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +194,41 @@ def log_curve(
                 key: wandb_lib.plot.line(table, level_name, "accuracy", title=f"accuracy vs {level_name}"),
             }
         )
+
+
+def log_per_class(loggers: Sequence[Logger], per_class: Mapping[str, Any]) -> None:
+    """Per-class test accuracy (a table and bar chart) and the confusion matrices (W&B's confusion-matrix
+    chart, from counts) of ``NoisyImageModule.class_results``; other loggers keep them in results.json."""
+    views = [k for k in per_class if k != "classes"]
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb as wandb_lib
+
+        first = per_class[views[0]]
+        names = per_class["classes"] or [str(i) for i in range(len(first["accuracy"]))]
+        table = wandb_lib.Table(
+            columns=["class", *(f"accuracy_{v}" for v in views)],
+            data=[[name, *(per_class[v]["accuracy"][i] for v in views)] for i, name in enumerate(names)],
+        )
+        media: dict[str, Any] = {
+            "per_class/accuracy_table": table,
+            "per_class/accuracy": wandb_lib.plot.bar(
+                table, "class", f"accuracy_{views[0]}", title="test accuracy by class"
+            ),
+        }
+        for view in views:
+            counts = per_class[view]["confusion"]
+            cells = wandb_lib.Table(
+                columns=["Actual", "Predicted", "nPredictions"],
+                data=[
+                    [names[i], names[j], counts[i][j]] for i in range(len(names)) for j in range(len(names))
+                ],
+            )
+            media[f"per_class/confusion_{view}"] = wandb_lib.plot_table(
+                "wandb/confusion_matrix/v1",
+                cells,
+                {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+                {"title": f"confusion matrix ({view})"},
+            )
+        logger.experiment.log(media)

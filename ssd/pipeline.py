@@ -306,11 +306,16 @@ class Pipeline:
                 "level": noise.level,
                 "describe": noise.describe(),
             },
-            "data": {"source": str(self.datamodule.source), **self.fingerprint},
+            "data": {
+                "source": str(self.datamodule.source),
+                "num_classes": int(self.facts.num_classes),
+                **self.fingerprint,
+            },
             "test_acc": main["test_acc"],
             "clean_acc": main["clean_acc"],
             "val_acc": main.get("val_acc"),  # last epoch, at the training noise (null without a val split)
             "robustness": main["robustness"],
+            "per_class": main.pop("per_class", None),  # test accuracy by class, confusion matrices
             **{k: main["metrics"][f"test/{k}"] for k in IMAGE_METRICS if f"test/{k}" in main["metrics"]},
             "wall_time_s": time.perf_counter() - start,
             "train_images_per_s": main["train_images_per_s"],

@@ -47,7 +47,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ssd.data.protocol import DataFacts
 from ssd.noise import NoiseModel, NoNoise, fixed_noisy
@@ -76,6 +76,12 @@ class Evaluation:
 
     seed: int
     levels: tuple[float, ...]
+
+
+#: the test views with a confusion matrix: the training noise level and clean images (``test_noises`` keys)
+CONFUSION = ("noisy", "clean")
+#: the per-image arrays of ``test_predictions.npz`` (read by ``ssd.report.predictions``), besides ``classes``
+PER_IMAGE = ("idx", "correct", "correct_clean", "pred", "pred_clean", "label")
 
 
 def _level_key(noise: NoiseModel) -> str:
@@ -241,6 +247,11 @@ class NoisyImageModule(L.LightningModule):
         self.test_accs = nn.ModuleList(
             MulticlassAccuracy(num_classes=n, average="micro") for _ in self.test_noises
         )
+        # counts (row = true class, column = predicted) at the training noise level and on clean images;
+        # metric states are not part of the state dict, so checkpoints and weights are unchanged
+        self.test_confusion = nn.ModuleDict({k: MulticlassConfusionMatrix(num_classes=n) for k in CONFUSION})
+        #: after a test epoch: ``class_results`` of it (results.json ``per_class``), else None
+        self.per_class: dict[str, Any] | None = None
 
     def eval_noisy(self, x: Tensor, idx: Tensor, noise: NoiseModel | None = None) -> Tensor:
         """``x`` under the fixed evaluation noise (per image: evaluation seed and index) of ``noise``."""
@@ -252,7 +263,7 @@ class NoisyImageModule(L.LightningModule):
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
-        self._per_image: dict[str, list[Tensor]] = {"idx": [], "correct": [], "correct_clean": []}
+        self._per_image: dict[str, list[Tensor]] = {k: [] for k in PER_IMAGE}
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, y, idx = batch
@@ -262,12 +273,21 @@ class NoisyImageModule(L.LightningModule):
             if key not in cache:  # the training level and clean also appear in the curve
                 cache[key] = self.predict_logits(self.eval_noisy(x, idx, noise))
             metric.update(cache[key], y)
+        pred = {k: cache[self.test_noises[k].describe()].argmax(1) for k in CONFUSION}
+        for k in CONFUSION:
+            self.test_confusion[k].update(pred[k], y)
         per_image = getattr(self, "_per_image", None)
-        if per_image is not None:  # per-image outcomes: paired comparisons over the same test images
-            per_image["idx"].append(idx.detach().cpu())
-            per_image["correct"].append((cache[self.noise.describe()].argmax(1) == y).cpu())
-            clean = self.test_noises["clean"].describe()
-            per_image["correct_clean"].append((cache[clean].argmax(1) == y).cpu())
+        if per_image is not None:  # per-image outcomes: paired comparisons, per-class analyses
+            outcome = {
+                "idx": idx,
+                "correct": pred["noisy"] == y,
+                "correct_clean": pred["clean"] == y,
+                "pred": pred["noisy"],
+                "pred_clean": pred["clean"],
+                "label": y,
+            }
+            for k, v in outcome.items():
+                per_image[k].append(v.detach().cpu())
 
     def _save_per_image(self) -> None:
         """``test_predictions.npz`` in the stage folder (one file per rank under DDP: their union is the test set)."""
@@ -278,15 +298,43 @@ class NoisyImageModule(L.LightningModule):
         if self.trainer.world_size > 1:
             name = f"test_predictions.rank{self.trainer.global_rank}.npz"
         arrays = {k: torch.cat(v).numpy() for k, v in per_image.items()}
-        arrays["idx"] = arrays["idx"].astype(np.int64)
+        for k in ("idx", "pred", "pred_clean", "label"):
+            arrays[k] = arrays[k].astype(np.int64)
+        names = self.class_names()
+        if names is not None:
+            arrays["classes"] = np.array(names)
         path = Path(self.trainer.default_root_dir) / name
         tmp = path.with_name(f".{name}.tmp.npz")
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)  # never a half-written file
         self._per_image = None
 
+    def class_names(self) -> list[str] | None:
+        """The test data's class names (a datamodule's ``classes``), when it has one per class."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "classes", None)
+        return [str(c) for c in names] if names and len(names) == self.data.num_classes else None
+
+    def class_results(self) -> dict[str, Any]:
+        """Per-class accuracy (a fraction, as ``test/acc``; None for a class without test images) and the confusion matrix (counts,
+        row = true class, column = predicted) of the test epoch, at the training noise and clean; every
+        rank's images together (torchmetrics syncs). Resets the matrices."""
+        out: dict[str, Any] = {"classes": self.class_names()}
+        for k in CONFUSION:
+            counts = self.test_confusion[k].compute().long().cpu()
+            self.test_confusion[k].reset()
+            totals = counts.sum(1)
+            out[k] = {
+                "accuracy": [
+                    None if int(t) == 0 else float(counts[i, i]) / float(t) for i, t in enumerate(totals)
+                ],
+                "confusion": counts.tolist(),
+            }
+        return out
+
     def on_test_epoch_end(self) -> None:
         self._save_per_image()
+        self.per_class = self.class_results()
         for name, metric in zip(self.test_noises, self.test_accs, strict=True):
             metric_name = (
                 "test/acc" if name == "noisy" else f"test/acc_{name}" if name == "clean" else f"curve/{name}"
