@@ -131,7 +131,9 @@ def isolated_job() -> Iterator[None]:
 def record_config_error(err: ConfigError, cfg: DictConfig, run_dir: Path) -> None:
     """Explain a config error in the folder Hydra already made for the job (``status: failed``),
     unless the folder holds an earlier run, which stays as it was."""
-    log.error("config error: %s", err)
+    from ssd.console import FILE_ONLY  # (lazily, as ssd.console imports Lightning: see the imports)
+
+    log.error("config error: %s", err, extra=FILE_ONLY)  # in run.log; the console gets execute's line once
     if not is_launch_rank_zero() or not run_dir.is_dir() or holds_a_run(run_dir):
         return
     try:
