@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ def noise_label(section: Mapping[str, Any]) -> str:
         return "noise"
 
 
+@functools.cache  # (OmegaConf resolves the help template twice; each listing parses every group)
 def config_groups() -> str:
     """``group: option, option`` per line, for every config group a user chooses from: Hydra's list
     (``$APP_CONFIG_GROUPS``, search-path folders included) less ``hydra/`` and ``_``-prefixed groups."""
