@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
@@ -314,4 +315,17 @@ class OneLineSummary(L.Callback):
             type(pl_module).__name__,
             get_human_readable_count(trainable).strip(),
             get_human_readable_count(frozen).strip(),
+        )
+
+
+class DebugNotice(HydraCallback):
+    """Hydra callback of the ``debug`` presets (conf/debug/default.yaml): says, as the job starts,
+    that this is a debug run and that the stage cache is off for it."""
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        preset = config.hydra.runtime.choices.get("debug")
+        log.info(
+            "debug=%s: a debug run; stage cache %s (nothing from this run is stored there or read from it)",
+            preset,
+            config.get("cache", "off"),
         )
