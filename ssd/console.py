@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from hydra.experimental.callback import Callback as HydraCallback
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
@@ -89,6 +92,19 @@ class _LightningLines(logging.Filter):
 
 _FILTER = _LightningLines()
 
+#: ``log.error(..., extra=FILE_ONLY)``: a message that ssd prints itself (on stderr), also in ``run.log``
+FILE_ONLY = {"ssd_file_only": True}
+
+
+class _NotOnConsole(logging.Filter):
+    """On the console handlers: drops the records logged with ``extra=FILE_ONLY``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "ssd_file_only", False)
+
+
+_NOT_ON_CONSOLE = _NotOnConsole()
+
 
 def setup() -> None:
     """Print every line once and leave out what carries no information (idempotent).
@@ -99,6 +115,9 @@ def setup() -> None:
     for pattern, _why in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     has_root_handlers = bool(logging.getLogger().handlers)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and _NOT_ON_CONSOLE not in handler.filters:
+            handler.addFilter(_NOT_ON_CONSOLE)
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -169,7 +188,7 @@ def _epoch(trainer: L.Trainer, label: str) -> str:
 class StageTQDMBar(TQDMProgressBar):
     """Lightning's plain bar, each line named by its stage."""
 
-    def __init__(self, label: str, refresh_rate: int = 50) -> None:
+    def __init__(self, label: str, refresh_rate: int = 10) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.label = label
 
@@ -205,22 +224,83 @@ class StageRichBar(RichProgressBar):
         return f"{self.label}: test"
 
 
+class EpochLines(ProgressBar):
+    """Where stdout is not a terminal (a file, SLURM, CI, ``nohup``): no bar, one log line per epoch,
+    ``[1/2] teacher vanilla: epoch 3/15 | train/loss 1.234 | train/acc 0.456 | val/acc 0.432 | 12.3 s``."""
+
+    def __init__(self, label: str | None = None) -> None:
+        super().__init__()
+        self.label = label or "train"
+        self._enabled = True
+        self._started = time.monotonic()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero:
+            seconds = time.monotonic() - self._started
+            log.info(
+                "%s | %.1f s", epoch_line(_epoch(trainer, self.label), trainer.callback_metrics), seconds
+            )
+
+
+#: the epoch-level training metrics an epoch line shows (each strategy's own terms are per step)
+EPOCH_TRAIN_METRICS = ("train/loss_epoch", "train/acc")
+
+
+def epoch_line(head: str, metrics: Mapping[str, Any]) -> str:
+    """``head | name value | ...``: the training loss's epoch mean (as ``train/loss``), the training
+    accuracy and every validation metric of the epoch."""
+    names = [n for n in EPOCH_TRAIN_METRICS if n in metrics] + sorted(
+        n for n in metrics if n.startswith("val/")
+    )
+    shown = [f"{name.removesuffix('_epoch')} {float(metrics[name]):.4g}" for name in names]
+    return " | ".join([head, *shown])
+
+
+def _rich_available() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def progress_bar(stage: StageInfo) -> L.Callback | None:
-    """A rich bar on interactive terminals, a plain slow-refreshing one in logs and CI, named by the
-    stage (``[1/2] teacher vanilla``); None where ``trainer.enable_progress_bar`` is false."""
+    """A rich bar on an interactive terminal (Lightning's TQDM bar where rich is not installed), one
+    line per epoch elsewhere (``EpochLines``), named by the stage (``[1/2] teacher vanilla``); None
+    where ``trainer.enable_progress_bar`` is false."""
     if not stage.progress_bar:
         return None
-    if sys.stdout.isatty():
-        return (
-            RichProgressBar(refresh_rate=10)
-            if stage.label is None
-            else StageRichBar(stage.label, refresh_rate=10)
-        )
-    return (
-        TQDMProgressBar(refresh_rate=50)
-        if stage.label is None
-        else StageTQDMBar(stage.label, refresh_rate=50)
-    )
+    if not sys.stdout.isatty():
+        return EpochLines(stage.label)
+    if _rich_available():
+        return RichProgressBar(refresh_rate=10) if stage.label is None else StageRichBar(stage.label)
+    return TQDMProgressBar(refresh_rate=10) if stage.label is None else StageTQDMBar(stage.label)
+
+
+def report_stage(label: str, source: str, record: Mapping[str, Any]) -> None:
+    """The line that ends a stage: ``[1/2] teacher vanilla: test acc 0.8123, clean 0.9012 (trained)``
+    (a denoiser stage, which has no accuracy, is left out)."""
+    acc, clean = record.get("test_acc"), record.get("clean_acc")
+    if acc is None:
+        return
+    how = {
+        "train": "trained",
+        "cache": "from the cache",
+        "run": "from this run's folder",
+        "ckpt": "from ckpt",
+    }
+    line = f"{label}: test acc {acc:.4f}"
+    line += "" if clean is None else f", clean {clean:.4f}"
+    log.info("%s (%s)", line, how.get(source, source))
 
 
 class OneLineSummary(L.Callback):
@@ -235,4 +315,17 @@ class OneLineSummary(L.Callback):
             type(pl_module).__name__,
             get_human_readable_count(trainable).strip(),
             get_human_readable_count(frozen).strip(),
+        )
+
+
+class DebugNotice(HydraCallback):
+    """Hydra callback of the ``debug`` presets (conf/debug/default.yaml): says, as the job starts,
+    that this is a debug run and that the stage cache is off for it."""
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        preset = config.hydra.runtime.choices.get("debug")
+        log.info(
+            "debug=%s: a debug run; stage cache %s (nothing from this run is stored there or read from it)",
+            preset,
+            config.get("cache", "off"),
         )

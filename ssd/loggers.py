@@ -26,6 +26,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from ssd.dist import is_launch_rank_zero
+from ssd.resolvers import noise_label
 from ssd.stage_info import StageInfo
 
 
@@ -52,11 +53,16 @@ def _has_wandb_credentials() -> bool:
 
 
 def _wandb_run_id(stage_dir: Path) -> str:
-    """A run id kept in the stage folder, so a resumed stage continues the same W&B run."""
+    """A run id kept in the stage folder, so a resumed stage continues the same W&B run. Under a W&B
+    sweep agent (experiments/wandb_sweep.yaml) the job's own stage is the run the agent started
+    (``WANDB_RUN_ID``), so the sweep sees its metrics."""
     path = stage_dir / "wandb_id.txt"
     if path.exists():
         return path.read_text().strip()
-    run_id = uuid.uuid4().hex[:16]  # W&B accepts any [a-z0-9] id; its own generator moved between versions
+    agent_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+    run_id = (agent_run if stage_dir.name == "main" else None) or uuid.uuid4().hex[
+        :16
+    ]  # W&B takes any [a-z0-9]
     stage_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id)
     return run_id
@@ -137,14 +143,27 @@ def wandb(
         project=project,
         entity=entity,
         group=group or stage.group,
-        job_type=stage.role,
-        name=f"{stage.dir.parent.name}/{stage.role}",  # the job folder (a sweep job: its overrides) and the stage
+        job_type=stage.role,  # teacher | denoiser | classifier, and the job's own: student | main
+        name=run_name(stage),
         id=_wandb_run_id(stage.dir) if is_launch_rank_zero() else None,  # only rank 0 has a W&B run
         resume="allow",
         save_dir=str(stage.dir),
         tags=list(tags),
         config=dict(stage.config),
     )
+
+
+def run_name(stage: StageInfo) -> str:
+    """A stage's W&B run named by what it trained: ``self_distill-σ0.2-s0`` (strategy, noise, run seed;
+    the teacher stage of that job is ``vanilla-σ0.2-s0``, job type ``teacher``)."""
+    cfg = stage.config
+    if not all(key in cfg for key in ("strategy", "noise", "seed")):  # a stage without its config
+        return f"{stage.dir.parent.name}/{stage.role}"
+    noise = cfg["noise"]
+    level = noise_label(noise)
+    if level.startswith("gaussian") and "sigma" in noise:
+        level = f"σ{noise['sigma']}"
+    return f"{cfg['strategy']['name']}-{level}-s{cfg['seed']}"
 
 
 @rank_zero_only

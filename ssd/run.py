@@ -21,22 +21,28 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ssd import launch
 from ssd.config import ConfigError
-from ssd.config.resources import check_writable
-from ssd.console import setup as setup_console
-from ssd.dist import destroy_process_group, is_launch_rank_zero
 from ssd.interrupt import exit_code_of, handle_signals, signal_name_of
+from ssd.lazy import lazy
 from ssd.paths import conf_dir
-from ssd.pipeline import run_pipeline
 from ssd.results import read_complete_results, read_status, write_json_atomic
 from ssd.rundir import holds_a_run, prepare_run_dir
-from ssd.validate import resolve_auto, validate
+
+# torch, Lightning and the parts that import them are imported once a job runs, not for `ssd --help`,
+# `--cfg` or tab completion, which Hydra answers before calling main (tests/test_cli.py)
+torch = lazy("torch")
+launch = lazy("ssd.launch")
+check_writable = lazy("ssd.config.resources", "check_writable")
+setup_console = lazy("ssd.console", "setup")
+destroy_process_group = lazy("ssd.dist", "destroy_process_group")
+is_launch_rank_zero = lazy("ssd.dist", "is_launch_rank_zero")
+run_pipeline = lazy("ssd.pipeline", "run_pipeline")
+resolve_auto = lazy("ssd.validate", "resolve_auto")
+validate = lazy("ssd.validate", "validate")
 
 #: exit status of a config error (argparse's convention for bad usage)
 EXIT_CONFIG_ERROR = 2
@@ -125,7 +131,9 @@ def isolated_job() -> Iterator[None]:
 def record_config_error(err: ConfigError, cfg: DictConfig, run_dir: Path) -> None:
     """Explain a config error in the folder Hydra already made for the job (``status: failed``),
     unless the folder holds an earlier run, which stays as it was."""
-    log.error("config error: %s", err)
+    from ssd.console import FILE_ONLY  # (lazily, as ssd.console imports Lightning: see the imports)
+
+    log.error("config error: %s", err, extra=FILE_ONLY)  # in run.log; the console gets execute's line once
     if not is_launch_rank_zero() or not run_dir.is_dir() or holds_a_run(run_dir):
         return
     try:

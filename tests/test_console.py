@@ -100,14 +100,62 @@ def test_announce_stage_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
     assert console.announce_stage(1, 2, "teacher", "vanilla", "train", "") == "[1/2] teacher vanilla (train)"
 
 
-def test_progress_bars_carry_the_stage_label(tmp_path: Path) -> None:
+def test_progress_bars_carry_the_stage_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # an interactive terminal: a bar
     stage = StageInfo(dir=tmp_path, role="teacher", group="g", label="[1/2] teacher vanilla")
     bar = progress_bar(stage)
-    assert isinstance(bar, console.StageTQDMBar | console.StageRichBar)
+    assert isinstance(bar, console.StageRichBar)  # rich is installed (a dependency)
     assert bar.test_description == "[1/2] teacher vanilla: test"
+    monkeypatch.setattr(console, "_rich_available", lambda: False)
+    assert isinstance(progress_bar(stage), console.StageTQDMBar)  # without rich: Lightning's default
     unlabelled = progress_bar(StageInfo(dir=tmp_path, role="main", group="g"))
-    assert type(unlabelled).__name__ in ("TQDMProgressBar", "RichProgressBar")  # no label: Lightning's own
+    assert type(unlabelled).__name__ == "TQDMProgressBar"  # no label: Lightning's own
     assert progress_bar(StageInfo(dir=tmp_path, role="main", group="g", progress_bar=False)) is None
+
+
+def test_a_file_gets_epoch_lines_not_a_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    bar = progress_bar(StageInfo(dir=tmp_path, role="teacher", group="g", label="[1/2] teacher vanilla"))
+    assert isinstance(bar, console.EpochLines)
+    metrics = {
+        "train/loss": 9.0,
+        "train/loss_epoch": 1.23456,
+        "train/acc": 0.5,
+        "train/ce": 7.0,
+        "val/acc": 0.25,
+    }
+    assert console.epoch_line("[1/2] teacher vanilla: epoch 3/15", metrics) == (
+        "[1/2] teacher vanilla: epoch 3/15 | train/loss 1.235 | train/acc 0.5 | val/acc 0.25"
+    )
+
+
+def test_piped_output_is_one_line_per_epoch(self_distill_output: str) -> None:
+    """stdout is a pipe (as in SLURM, CI, nohup): no carriage returns or escape codes, no empty bar
+    stubs; each stage's epoch once, its test accuracy as it ends, then the run's folder."""
+    out = self_distill_output
+    assert "\r" not in out and "\x1b" not in out
+    assert "Training" not in out and "Testing" not in out and "it/s" not in out
+    lines = shown_lines(out)
+    epochs = [line for line in lines if ": epoch " in line]
+    assert len(epochs) == 2, epochs  # two stages of one epoch
+    assert epochs[0].startswith("[1/2] teacher vanilla: epoch 1/1 | train/loss ")
+    assert epochs[1].startswith("[2/2] student self_distill: epoch 1/1 | train/loss ")
+    tests = [line for line in lines if ": test acc " in line]
+    assert [t.split(":")[0] for t in tests] == ["[1/2] teacher vanilla", "[2/2] student self_distill"]
+    assert all(re.search(r"test acc [01]\.\d{4}, clean [01]\.\d{4} \(trained\)$", t) for t in tests), tests
+    assert lines[-1].startswith("self_distill done: noisy test acc") and "results.json" in lines[-1]
+
+
+def test_a_config_error_is_printed_once(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "ssd.run", f"paths.log_dir={tmp_path}", *TINY, "data.batch_size=0"]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    printed = [line for line in (proc.stdout + proc.stderr).splitlines() if "config error" in line]
+    assert len(printed) == 1 and printed[0].startswith("ssd: config error: data.batch_size"), printed
+    (run_log,) = tmp_path.glob("runs/*/*/run.log")
+    assert "config error: data.batch_size" in run_log.read_text()  # the log file keeps it
 
 
 def test_quiet_warnings_are_filtered_and_others_are_not() -> None:
