@@ -1,0 +1,75 @@
+"""Failures that lose no work: a sweep runs every good job whatever the others do, and sums up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssd.rundir import SweepJob, sweep_summary, varying
+from tests.helpers import SMALL, read_results, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.slow  # two sweeps of a 1-epoch job: ~25 s on 2 cores
+def test_sweep_with_a_bad_first_job_runs_the_good_ones_and_fails(tmp_path: Path) -> None:
+    """``-m seed=-1,0``: the bad job is named before any job starts, seed=0 still runs, the exit is non-zero."""
+    done = run_cli(["hydra.mode=MULTIRUN", *SMALL, "sweep_name=s", "seed=-1,0"], tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    err = done.stderr
+    assert "ssd: sweep job #0 (seed=-1) has a config error and will not run" in err  # SweepCheck, before job #0
+    sweep = tmp_path / "outputs" / "multiruns" / "s"
+    good = next(p for p in sweep.iterdir() if "seed=0" in p.name)
+    bad = next(p for p in sweep.iterdir() if "seed=-1" in p.name)
+    assert read_results(good)["status"] == "complete"
+    assert read_results(bad)["status"] == "failed" and read_results(bad)["exit_code"] == 2
+    assert "ssd: sweep finished: 2 job(s): 1 complete, 1 failed, 0 skipped" in err
+    assert "#0 failed (seed=-1): ConfigError: seed=-1 is not allowed" in err
+    assert f"next: ssd-report {sweep}" in err
+    # the rerun skips the complete job, still fails on the bad one
+    again = run_cli(["hydra.mode=MULTIRUN", *SMALL, "sweep_name=s", "seed=-1,0"], tmp_path, timeout=300)
+    assert again.returncode == 2 and "0 complete, 1 failed, 1 skipped" in again.stderr
+
+
+def test_sweep_summary_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = SweepJob(1, ("seed=0", "x=1"), "complete", "", tmp_path / "a")
+    skip = SweepJob(2, ("seed=1", "x=1"), "skipped", "already complete in its folder", tmp_path / "b")
+    config = SweepJob(0, ("seed=-1", "x=1"), "failed", "ConfigError: seed=-1 is not allowed", tmp_path / "c")
+    crash = SweepJob(3, ("seed=2", "x=1"), "failed", "RuntimeError: boom\nline two", tmp_path / "d")
+    assert sweep_summary(tmp_path, [ok, skip]) == 0
+    assert sweep_summary(tmp_path, [ok, config]) == 2
+    assert sweep_summary(tmp_path, [crash, ok, config]) == 1
+    out = capsys.readouterr().err
+    assert "#3 failed (seed=2): RuntimeError: boom (more in its results.json)" in out
+    assert "1 complete, 2 failed, 0 skipped" in out
+    assert varying([["a=1", "b=1"], ["a=1", "b=2"]]) == ["b=1", "b=2"]
+
+
+COMPOSE_CASES = [
+    ("strategy=nope", "strategy=nope is not allowed: must be one of clean, denoise"),
+    ("model=resnet99", "model=resnet99 is not allowed: must be one of resnet18, resnet20"),
+    ("noise=speckle", "noise=speckle is not allowed: must be one of gaussian, none"),
+    ("experiment=cpu_quik", "experiment=cpu_quik is not allowed: must be one of cifar100, cpu_compare"),
+    ("optim/scheduler=cosin", "optim/scheduler=cosin is not allowed: must be one of constant, cosine"),
+    ("trainer.foo=1", "trainer has no key 'foo'; fix the spelling, or add a new key with +trainer.foo=1"),
+    ("data.nope=1", "data has no key 'nope'"),
+    ("paths.data_dir=/tmp/a;b", "quote the value: 'paths.data_dir=\"/tmp/a;b\"'"),
+    ("paths.data_dir=/tmp/ü", "quote the value: 'paths.data_dir=\"/tmp/ü\"'"),
+]
+
+
+@pytest.mark.parametrize(("override", "said"), COMPOSE_CASES, ids=[c[0] for c in COMPOSE_CASES])
+def test_a_command_line_hydra_cannot_compose_is_a_config_error(
+    override: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unknown group options, keys a section lacks without ``+``, overrides Hydra's grammar rejects: exit 2, one line."""
+    from ssd.run import main
+
+    monkeypatch.setattr("sys.argv", ["ssd", f"paths.log_dir={tmp_path}", override])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2
+    assert err == [err[-1]] and err[-1].startswith("ssd: config error: ") and said in err[-1], err
+    assert not (tmp_path / "runs").exists()
