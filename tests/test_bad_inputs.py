@@ -56,6 +56,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "garbage": root / "garbage.pt",
         "empty": root / "empty.pt",
         "no_weights": root / "no_weights.pt",
+        "nan": root / "nan.pt",
+        "inf_ckpt": root / "inf.ckpt",
         "a_file": root / "a_file",
     }
     torch.save(classifier("resnet56", 4), out["resnet56"])
@@ -66,6 +68,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["garbage"].write_bytes(b"this is not a checkpoint\n" * 40)
     out["empty"].write_bytes(b"")
     torch.save({"epoch": 3, "note": "no tensors"}, out["no_weights"])
+    nan = classifier("resnet20", 4)
+    nan["backbone.fc.weight"][0, 0] = float("nan")
+    torch.save(nan, out["nan"])
+    inf = classifier("resnet20", 4)
+    first = next(k for k, v in inf.items() if v.dim() == 4)  # the first convolution
+    inf[first].view(-1)[0] = float("inf")
+    torch.save({"state_dict": {f"net.{k}": v for k, v in inf.items()}}, out["inf_ckpt"])
     out["a_file"].write_text("a file, not a folder\n")
     return out
 
@@ -155,6 +164,10 @@ CASES: list[tuple[str, str, str]] = [
         "strategy.denoiser.ckpt=",
         "network is the denoiser",
     ),
+    ("init_from=@nan", "init_from=", "hold NaN or infinite values (backbone.fc.weight)"),
+    ("init_from=@inf_ckpt", "init_from=", "hold NaN or infinite values (backbone."),
+    ("strategy=self_distill strategy.teacher.ckpt=@nan", "strategy.teacher.ckpt=", "NaN or infinite"),
+    ("strategy=self_distill strategy.teacher.ckpt=@inf_ckpt", "strategy.teacher.ckpt=", "must be finite"),
     ("eval_only=true", "eval_only=True", "needs init_from"),
     # machine, folders, trainer
     ("trainer.devices=64 data.batch_size=64", "trainer.devices=64", "this machine has"),
