@@ -105,7 +105,10 @@ def record_run_config(container: dict[str, Any], run_dir: Path) -> None:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(container, run_dir)  # a ConfigError for another config's folder; resume=false starts over
-    OmegaConf.save(OmegaConf.create(container), run_dir / "config.resolved.yaml")  # only once it matches
+    from ssd.results import write_atomic
+
+    text = OmegaConf.to_yaml(OmegaConf.create(container)).encode()
+    write_atomic(run_dir / "config.resolved.yaml", lambda handle: handle.write(text))  # only once it matches
 
 
 @contextlib.contextmanager

@@ -73,3 +73,83 @@ def test_a_command_line_hydra_cannot_compose_is_a_config_error(
     assert exited.value.code == 2
     assert err == [err[-1]] and err[-1].startswith("ssd: config error: ") and said in err[-1], err
     assert not (tmp_path / "runs").exists()
+
+
+def _disk_full_after(limit: int):
+    """A stand-in for a file's ``write`` that fails with ENOSPC once ``limit`` bytes are written."""
+    import errno
+
+    written = {"n": 0}
+
+    def write(real_write, data) -> int:
+        if written["n"] + len(data) > limit:
+            real_write(bytes(data)[: max(0, limit - written["n"])])
+            written["n"] = limit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written["n"] += len(data)
+        return real_write(data)
+
+    return write
+
+
+@pytest.mark.slow  # one tiny run: ~20 s on 2 busy cores
+def test_disk_full_leaves_no_truncated_file_at_a_final_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file ssd writes goes through ``ssd.results.write_atomic``: with the disk full midway through a
+    checkpoint, the run fails, says ``status: failed`` with the reason, and leaves no partial file."""
+    import io
+
+    import torch
+
+    import ssd.results
+    from ssd.run import run_config
+    from tests.helpers import compose_cfg
+
+    real_fdopen = ssd.results.os.fdopen
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        handle = real_fdopen(fd, mode, *args, **kwargs)
+        if "b" in mode and "w" in mode:
+            full = _disk_full_after(20_000)  # a JSON file fits; a ResNet-20 checkpoint (~1 MB) does not
+            real_write = handle.write
+            handle.write = lambda data: full(real_write, data)  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(ssd.results.os, "fdopen", fdopen)
+    cfg = compose_cfg([*SMALL, "data.train=32", "data.test=16"], tmp_path)
+    run_dir = tmp_path / "run"
+    with pytest.raises((OSError, RuntimeError)):  # torch's zip writer reports ENOSPC as a RuntimeError
+        run_config(cfg, run_dir, "g")
+    monkeypatch.setattr(ssd.results.os, "fdopen", real_fdopen)
+    recorded = read_results(run_dir)
+    assert recorded["status"] == "failed" and recorded["error"], recorded
+    leftovers = [p for p in run_dir.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert leftovers == []
+    for weights in [*run_dir.rglob("*.ckpt"), *run_dir.rglob("*.pt")]:
+        torch.load(io.BytesIO(weights.read_bytes()), weights_only=False)  # whole, or not there at all
+
+
+def test_a_damaged_last_checkpoint_falls_back_then_restarts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import torch
+
+    from ssd.fit import resume_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"epoch": 1}, folder / "best.ckpt")
+    torch.save({"epoch": 2, "w": torch.zeros(1000)}, folder / "last.ckpt")
+    whole = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level(logging.WARNING, logger="ssd.fit"):
+        assert resume_checkpoint(folder, "main") == folder / "best.ckpt"
+    assert "last.ckpt is damaged" in caplog.text and not (folder / "last.ckpt").exists()
+    (folder / "best.ckpt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="ssd.fit"):
+        assert resume_checkpoint(folder, "main") is None
+    assert "training restarts from epoch 0" in caplog.text
+    assert len(list(folder.glob("*.corrupt-*"))) == 2
