@@ -13,6 +13,7 @@ and logs windowed rates, where ssd needs one number per fit measured at epoch bo
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -228,7 +229,13 @@ class EvaluationMedia(L.Callback):
 
 
 class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss or non-finite weights: the run fails instead of reporting chance."""
+    """Training produced a non-finite or huge loss, or non-finite weights: the run fails instead of reporting chance."""
+
+
+#: a training loss above this (in absolute value) is a diverged run, though finite: the losses ssd trains
+#: (cross-entropy, distillation, feature and reconstruction losses) stay below ~1e2 in a healthy run;
+#: ``optim.optimizer.lr=1e6`` reaches 1e12
+DIVERGED_LOSS = 1e6
 
 
 #: where the current trainer is (stage folder, phase, epoch, step), kept by FiniteLossGuard for status reports
@@ -241,7 +248,8 @@ def training_position() -> dict[str, Any]:
 
 
 class FiniteLossGuard(L.Callback):
-    """Fail the run at the first non-finite training loss (with its epoch and step), and at the end of
+    """Fail the run at the first non-finite training loss, or one above ``max_loss`` (``DIVERGED_LOSS``:
+    huge but finite, a diverged run), with its epoch and step, and at the end of
     every epoch when a weight went non-finite, before that epoch's checkpoint is written.
 
     On CPU the loss is checked every step (free). On an accelerator the check stays on the device
@@ -252,8 +260,11 @@ class FiniteLossGuard(L.Callback):
     failure or an interruption can say where it happened.
     """
 
-    def __init__(self, sync_every: int = 100, deferred: bool | None = None) -> None:
+    def __init__(
+        self, sync_every: int = 100, deferred: bool | None = None, max_loss: float = DIVERGED_LOSS
+    ) -> None:
         self.sync_every = int(sync_every)
+        self.max_loss = float(max_loss)
         self.deferred = deferred  # None: deferred (no per-step sync) exactly when the loss is not on the CPU
         self._first_bad: torch.Tensor | None = None  # device: global step of the first bad loss, or -1
         self._bad_value: torch.Tensor | None = None
@@ -286,9 +297,14 @@ class FiniteLossGuard(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         return loss if isinstance(loss, torch.Tensor) else None
 
+    def _bad(self, loss: torch.Tensor) -> torch.Tensor:
+        """Whether ``loss`` is non-finite or above ``max_loss`` (a bool tensor on its device)."""
+        return ~(torch.isfinite(loss) & (loss.abs() <= self.max_loss)).all()
+
     def _fail(self, trainer: L.Trainer, value: float, step: int) -> None:
+        what = "non-finite" if not math.isfinite(value) else f"diverged (above {self.max_loss:g})"
         raise TrainingDiverged(
-            f"non-finite training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
+            f"{what} training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
             f"(stage {trainer.default_root_dir}): the run is not trustworthy; lower optim.optimizer.lr, "
             "set trainer.gradient_clip_val, or check the data"
         )
@@ -303,10 +319,10 @@ class FiniteLossGuard(L.Callback):
         loss = loss.detach()
         step = int(trainer.global_step) - 1  # the optimizer step that just used this loss
         if not (loss.device.type != "cpu" if self.deferred is None else self.deferred):
-            if not bool(torch.isfinite(loss).all()):
+            if bool(self._bad(loss)):
                 self._fail(trainer, float(loss.float().mean()), step)
             return
-        bad = ~torch.isfinite(loss).all()
+        bad = self._bad(loss)
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._bad_value = torch.zeros((), dtype=torch.float32, device=loss.device)

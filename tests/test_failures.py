@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,44 @@ def test_a_damaged_last_checkpoint_falls_back_then_restarts(
         assert resume_checkpoint(folder, "main") is None
     assert "training restarts from epoch 0" in caplog.text
     assert len(list(folder.glob("*.corrupt-*"))) == 2
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize(("scale", "fails"), [(1.0, False), (1e8, True)])
+def test_a_huge_finite_loss_fails_the_run(tmp_path: Path, deferred: bool, scale: float, fails: bool) -> None:
+    """FiniteLossGuard: a loss above DIVERGED_LOSS (finite) is a diverged run, on the per-step and the
+    deferred (accelerator) path alike; an ordinary loss is left alone."""
+    import lightning as L
+    import torch
+
+    from ssd.callbacks import DIVERGED_LOSS, FiniteLossGuard, TrainingDiverged
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.layer(x), y) * scale
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[FiniteLossGuard(deferred=deferred, sync_every=1)],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    if fails:
+        with pytest.raises(TrainingDiverged, match=re.escape(f"diverged (above {DIVERGED_LOSS:g}) training loss")):
+            trainer.fit(Tiny(), loader)
+    else:
+        trainer.fit(Tiny(), loader)
