@@ -179,16 +179,9 @@ def test_a_huge_finite_loss_fails_the_run(tmp_path: Path, deferred: bool, scale:
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
-    trainer = L.Trainer(
-        max_epochs=1,
-        callbacks=[FiniteLossGuard(deferred=deferred, sync_every=1)],
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
+    quiet = dict.fromkeys(("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary"), False)
+    guard = FiniteLossGuard(deferred=deferred, sync_every=1)
+    trainer = L.Trainer(max_epochs=1, callbacks=[guard], accelerator="cpu", default_root_dir=tmp_path, **quiet)
     loader = torch.utils.data.DataLoader(data, batch_size=8)
     if fails:
         with pytest.raises(TrainingDiverged, match=re.escape(f"diverged (above {DIVERGED_LOSS:g}) training loss")):
