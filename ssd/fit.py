@@ -136,7 +136,9 @@ def resume_checkpoint(checkpoints: Path, role: str) -> Path | None:
         os.replace(path, aside)
         log.warning("stage %s: %s is damaged (not a whole checkpoint); moved to %s", role, path, aside.name)
     if any(checkpoints.glob("*.corrupt-*")):
-        log.warning("stage %s: no readable checkpoint left to resume from; training restarts from epoch 0", role)
+        log.warning(
+            "stage %s: no readable checkpoint left to resume from; training restarts from epoch 0", role
+        )
     return None
 
 

@@ -37,7 +37,7 @@ from ssd.callbacks import POSITION, training_position
 from ssd.config.errors import ConfigError
 from ssd.console import announce_stage, stage_label
 from ssd.data.protocol import DataFacts, NoisyDataModule
-from ssd.data.splits import check_batch_fits
+from ssd.data.splits import check_batch_fits, check_limits_met
 from ssd.dist import is_launch_rank_zero, wait_for_decision
 from ssd.fit import build_module, fit_stage
 from ssd.hardware import configure_backends, describe_hardware
@@ -294,6 +294,7 @@ class Pipeline:
             splits["val"],
             "the data's train + val",
         )
+        check_limits_met(self.datamodule, splits)
         self.total_stages = count_stages(cfg)
         job_type = "student" if "teacher" in strategy_class(cfg["strategy"]).requires else "main"
         module, main = self.stage(job_type, cfg, self.run_dir / "main", main=True)

@@ -7,8 +7,8 @@ import json
 import os
 import platform
 import tempfile
-from importlib import metadata
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 

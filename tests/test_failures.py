@@ -19,7 +19,9 @@ def test_sweep_with_a_bad_first_job_runs_the_good_ones_and_fails(tmp_path: Path)
     done = run_cli(["hydra.mode=MULTIRUN", *SMALL, "sweep_name=s", "seed=-1,0"], tmp_path, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     err = done.stderr
-    assert "ssd: sweep job #0 (seed=-1) has a config error and will not run" in err  # SweepCheck, before job #0
+    assert (
+        "ssd: sweep job #0 (seed=-1) has a config error and will not run" in err
+    )  # SweepCheck, before job #0
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     good = next(p for p in sweep.iterdir() if "seed=0" in p.name)
     bad = next(p for p in sweep.iterdir() if "seed=-1" in p.name)
@@ -62,7 +64,11 @@ COMPOSE_CASES = [
 
 @pytest.mark.parametrize(("override", "said"), COMPOSE_CASES, ids=[c[0] for c in COMPOSE_CASES])
 def test_a_command_line_hydra_cannot_compose_is_a_config_error(
-    override: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    override: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Unknown group options, keys a section lacks without ``+``, overrides Hydra's grammar rejects: exit 2, one line."""
     from ssd.run import main
@@ -179,12 +185,18 @@ def test_a_huge_finite_loss_fails_the_run(tmp_path: Path, deferred: bool, scale:
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
-    quiet = dict.fromkeys(("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary"), False)
+    quiet = dict.fromkeys(
+        ("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary"), False
+    )
     guard = FiniteLossGuard(deferred=deferred, sync_every=1)
-    trainer = L.Trainer(max_epochs=1, callbacks=[guard], accelerator="cpu", default_root_dir=tmp_path, **quiet)
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=[guard], accelerator="cpu", default_root_dir=tmp_path, **quiet
+    )
     loader = torch.utils.data.DataLoader(data, batch_size=8)
     if fails:
-        with pytest.raises(TrainingDiverged, match=re.escape(f"diverged (above {DIVERGED_LOSS:g}) training loss")):
+        with pytest.raises(
+            TrainingDiverged, match=re.escape(f"diverged (above {DIVERGED_LOSS:g}) training loss")
+        ):
             trainer.fit(Tiny(), loader)
     else:
         trainer.fit(Tiny(), loader)
