@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -60,7 +60,9 @@ def best_checkpoint(stage: StageInfo) -> ModelCheckpoint | None:
     )
 
 
-def lr_monitor(stage: StageInfo, logging_interval: str | None) -> LearningRateMonitor | None:
+def lr_monitor(
+    stage: StageInfo, logging_interval: Literal["step", "epoch"] | None
+) -> LearningRateMonitor | None:
     """Lightning's learning-rate monitor, for stages that have a logger to send it to."""
     return LearningRateMonitor(logging_interval=logging_interval) if stage.logs else None
 

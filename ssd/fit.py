@@ -67,6 +67,8 @@ class TrainerSettings(TypedDict, total=False):
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"]
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
     gradient_clip_val: Annotated[float, Range(ge=0)] | None
+    gradient_clip_algorithm: Literal["norm", "value"] | None
+    accumulate_grad_batches: PositiveInt
     log_every_n_steps: PositiveInt | None
     check_val_every_n_epoch: PositiveInt | None
     limit_train_batches: Batches

@@ -137,7 +137,7 @@ def _check_entries(cfg: Mapping[str, Any], group: str, kind: parts.Kind) -> None
     check_value(group, section, Mapping[str, Any] | None)
     for name, entry in (section or {}).items():
         if entry is not None:
-            check_section(f"{group}.{name}", entry, filled=kind.filled)
+            check_section(f"{group}.{name}", entry, filled=kind.filled, narrow=kind.narrow)
 
 
 def _check_strategy(section: Mapping[str, Any]) -> type:

@@ -252,6 +252,13 @@ CASES: list[tuple[str, str, str]] = [
     ("strategy=self_distill strategy.teacher_input=noisy", "strategy.teacher_input='noisy'", "independent"),
     ("strategy=denoiser strategy.target=noisy", "strategy.target='noisy'", "clean, noise2noise"),
     ("tags=notalist", "tags='notalist'", "list of strings"),
+    ("callbacks=early_stopping callbacks.early_stopping.mode=maxx", "early_stopping.mode='maxx'", "min, max"),
+    ("callbacks=early_stopping callbacks.early_stopping.patience=-1", "early_stopping.patience=-1", ">= 0"),
+    ("+trainer.gradient_clip_algorithm=nrm", "trainer.gradient_clip_algorithm='nrm'", "norm, value"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0", "integer > 0"),
+    ("logger=csv callbacks.lr_monitor.logging_interval=epochs", "logging_interval='epochs'", "step, epoch"),
+    ("strategy=self_distill strategy.student_init=teacher_int", "strategy.student_init=", "teacher_init"),
+    ("strategy=self_distill strategy.feature_loss=mae", "strategy.feature_loss='mae'", "mse, nmse, cosine"),
     # requests the data cannot meet, and files a part reads while it is built
     ("data.val_size=0.999", "data.val_size=0.999", "leaves no training images of the 64"),
     ("data.val_size=64", "data.val_size=64", "a count below 64"),

@@ -200,3 +200,30 @@ def test_a_huge_finite_loss_fails_the_run(tmp_path: Path, deferred: bool, scale:
             trainer.fit(Tiny(), loader)
     else:
         trainer.fit(Tiny(), loader)
+
+
+def test_recorded_precision_is_the_one_used() -> None:
+    """Lightning runs 16-mixed on a CPU as bf16-mixed; the resolved config (what results.json records) says so."""
+    from ssd.validate import resolve_auto
+    from tests.helpers import TINY, compose_cfg
+
+    for asked, used in (("16-mixed", "bf16-mixed"), ("16", "bf16-mixed"), ("32-true", "32-true")):
+        cfg = compose_cfg([*TINY, f"trainer.precision={asked}"])
+        assert resolve_auto(cfg)["trainer"]["precision"] == used
+
+
+def test_a_limit_the_data_cannot_meet_fails() -> None:
+    from types import SimpleNamespace
+
+    from ssd.config import ConfigError
+    from ssd.data.splits import check_limits_met
+
+    splits = {"train": 50, "val": 10, "test": 20}
+    check_limits_met(SimpleNamespace(limit_train=60, limit_test=20), splits)
+    check_limits_met(object(), splits)  # a datamodule without limits
+    with pytest.raises(
+        ConfigError, match="data.limit_train=61 is not allowed: the data has only 60 training"
+    ):
+        check_limits_met(SimpleNamespace(limit_train=61, limit_test=None), splits)
+    with pytest.raises(ConfigError, match="data.limit_test=1000000 is not allowed: .* only 20 test images"):
+        check_limits_met(SimpleNamespace(limit_train=None, limit_test=1_000_000), splits)
