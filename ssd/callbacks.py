@@ -234,10 +234,11 @@ class TrainingDiverged(RuntimeError):
     """Training produced a non-finite or huge loss, or non-finite weights: the run fails instead of reporting chance."""
 
 
-#: a training loss above this (in absolute value) is a diverged run, though finite: the losses ssd trains
-#: (cross-entropy, distillation, feature and reconstruction losses) stay below ~1e2 in a healthy run;
-#: ``optim.optimizer.lr=1e6`` reaches 1e12
-DIVERGED_LOSS = 1e6
+#: a training loss more than this many times the stage's first one (or than this, where the first is below 1)
+#: is a diverged run, though finite: a healthy run's loss falls from its first value (a feature loss on raw
+#: features may start near 1e6, and falls); ``optim.optimizer.lr=1e6`` takes a loss of ~2 to 1e11-1e12
+#: within a step or two
+DIVERGED_GROWTH = 1e6
 
 
 #: where the current trainer is (stage folder, phase, epoch, step), kept by FiniteLossGuard for status reports
@@ -250,8 +251,8 @@ def training_position() -> dict[str, Any]:
 
 
 class FiniteLossGuard(L.Callback):
-    """Fail the run at the first non-finite training loss, or one above ``max_loss`` (``DIVERGED_LOSS``:
-    huge but finite, a diverged run), with its epoch and step, and at the end of
+    """Fail the run at the first non-finite training loss, or one above ``max_growth`` (``DIVERGED_GROWTH``)
+    times the stage's first loss (at least 1): huge but finite, a diverged run; with its epoch and step, and at the end of
     every epoch when a weight went non-finite, before that epoch's checkpoint is written.
 
     On CPU the loss is checked every step (free). On an accelerator the check stays on the device
@@ -263,10 +264,11 @@ class FiniteLossGuard(L.Callback):
     """
 
     def __init__(
-        self, sync_every: int = 100, deferred: bool | None = None, max_loss: float = DIVERGED_LOSS
+        self, sync_every: int = 100, deferred: bool | None = None, max_growth: float = DIVERGED_GROWTH
     ) -> None:
         self.sync_every = int(sync_every)
-        self.max_loss = float(max_loss)
+        self.max_growth = float(max_growth)
+        self._limit: torch.Tensor | None = None  # device: max_growth * max(first loss, 1)
         self.deferred = deferred  # None: deferred (no per-step sync) exactly when the loss is not on the CPU
         self._first_bad: torch.Tensor | None = None  # device: global step of the first bad loss, or -1
         self._bad_value: torch.Tensor | None = None
@@ -283,6 +285,7 @@ class FiniteLossGuard(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._where(trainer, "fit")
+        self._limit = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._where(trainer, "fit")
@@ -300,11 +303,19 @@ class FiniteLossGuard(L.Callback):
         return loss if isinstance(loss, torch.Tensor) else None
 
     def _bad(self, loss: torch.Tensor) -> torch.Tensor:
-        """Whether ``loss`` is non-finite or above ``max_loss`` (a bool tensor on its device)."""
-        return ~(torch.isfinite(loss) & (loss.abs() <= self.max_loss)).all()
+        """Whether ``loss`` is non-finite or above the divergence limit (a bool tensor on its device)."""
+        size = loss.detach().abs().float()
+        if self._limit is None:  # the stage's first loss sets the limit (no host sync)
+            self._limit = torch.nan_to_num(size.max(), nan=1.0, posinf=1.0).clamp(min=1.0) * self.max_growth
+        return ~(torch.isfinite(loss).all() & (size.max() <= self._limit))
 
     def _fail(self, trainer: L.Trainer, value: float, step: int) -> None:
-        what = "non-finite" if not math.isfinite(value) else f"diverged (above {self.max_loss:g})"
+        limit = float(self._limit) if self._limit is not None else self.max_growth
+        what = (
+            "non-finite"
+            if not math.isfinite(value)
+            else f"diverged (above {limit:g}: {self.max_growth:g} x the stage's first loss)"
+        )
         raise TrainingDiverged(
             f"{what} training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
             f"(stage {trainer.default_root_dir}): the run is not trustworthy; lower optim.optimizer.lr, "

@@ -65,6 +65,9 @@ OPTIMIZER = Kind(
         "lr": Annotated[float, Range(gt=0)],
         "weight_decay": Annotated[float, Range(ge=0)],
         "momentum": Annotated[float, Range(ge=0, le=1)],
+        "dampening": Annotated[float, Range(ge=0, le=1)],
+        "eps": Annotated[float, Range(gt=0)],
+        "betas": tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]],
     },
 )
 SCHEDULER = Kind(filled=frozenset({"optimizer", "total_steps", "steps_per_epoch"}))

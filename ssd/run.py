@@ -360,7 +360,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
             code, results = 1, None
     if sweeping and code < 128:  # 130 / 143: a signal, which stops the sweep
         record_sweep_job(run_dir, code, skipped)
-        return (results or {}).get(cfg.objective) if code == 0 else float("nan")
+        if code == 0:
+            return (results or {}).get(cfg.objective)
+        if not str(HydraConfig.get().sweeper._target_).endswith("BasicSweeper"):
+            # a search (Optuna) marks a trial failed when its job raises, and goes on
+            raise RuntimeError(f"job failed (exit status {code}): {run_dir / 'results.json'}")
+        return None
     if code:
         sys.exit(code)
     return (results or {}).get(cfg.objective)

@@ -70,7 +70,7 @@ class Range:
 NoiseStd = Annotated[float, Range(ge=0, le=10)]
 #: photons per pixel of shot noise: at 1e6 the noise (1e-3) is below an 8-bit image's step already
 Photons = Annotated[float, Range(gt=0, le=1e6)]
-#: a loss term's weight: beyond 1e6 the term is the loss (and a loss above 1e6 is a diverged run, ssd.callbacks)
+#: a loss term's weight: beyond 1e6 the term is all the loss there is, and overflows float32 on a large feature loss
 LossWeight = Annotated[float, Range(ge=0, le=1e6)]
 
 
