@@ -13,10 +13,11 @@ and logs windowed rates, where ssd needs one number per fit measured at epoch bo
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -59,7 +60,9 @@ def best_checkpoint(stage: StageInfo) -> ModelCheckpoint | None:
     )
 
 
-def lr_monitor(stage: StageInfo, logging_interval: str | None) -> LearningRateMonitor | None:
+def lr_monitor(
+    stage: StageInfo, logging_interval: Literal["step", "epoch"] | None
+) -> LearningRateMonitor | None:
     """Lightning's learning-rate monitor, for stages that have a logger to send it to."""
     return LearningRateMonitor(logging_interval=logging_interval) if stage.logs else None
 
@@ -231,7 +234,14 @@ class EvaluationMedia(L.Callback):
 
 
 class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss or non-finite weights: the run fails instead of reporting chance."""
+    """Training produced a non-finite or huge loss, or non-finite weights: the run fails instead of reporting chance."""
+
+
+#: a training loss more than this many times the stage's first one (or than this, where the first is below 1)
+#: is a diverged run, though finite: a healthy run's loss falls from its first value (a feature loss on raw
+#: features may start near 1e6, and falls); ``optim.optimizer.lr=1e6`` takes a loss of ~2 to 1e11-1e12
+#: within a step or two
+DIVERGED_GROWTH = 1e6
 
 
 #: where the current trainer is (stage folder, phase, epoch, step), kept by FiniteLossGuard for status reports
@@ -244,7 +254,8 @@ def training_position() -> dict[str, Any]:
 
 
 class FiniteLossGuard(L.Callback):
-    """Fail the run at the first non-finite training loss (with its epoch and step), and at the end of
+    """Fail the run at the first non-finite training loss, or one above ``max_growth`` (``DIVERGED_GROWTH``)
+    times the stage's first loss (at least 1): huge but finite, a diverged run; with its epoch and step, and at the end of
     every epoch when a weight went non-finite, before that epoch's checkpoint is written.
 
     On CPU the loss is checked every step (free). On an accelerator the check stays on the device
@@ -255,8 +266,12 @@ class FiniteLossGuard(L.Callback):
     failure or an interruption can say where it happened.
     """
 
-    def __init__(self, sync_every: int = 100, deferred: bool | None = None) -> None:
+    def __init__(
+        self, sync_every: int = 100, deferred: bool | None = None, max_growth: float = DIVERGED_GROWTH
+    ) -> None:
         self.sync_every = int(sync_every)
+        self.max_growth = float(max_growth)
+        self._limit: torch.Tensor | None = None  # device: max_growth * max(first loss, 1)
         self.deferred = deferred  # None: deferred (no per-step sync) exactly when the loss is not on the CPU
         self._first_bad: torch.Tensor | None = None  # device: global step of the first bad loss, or -1
         self._bad_value: torch.Tensor | None = None
@@ -273,6 +288,7 @@ class FiniteLossGuard(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._where(trainer, "fit")
+        self._limit = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._where(trainer, "fit")
@@ -289,9 +305,22 @@ class FiniteLossGuard(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         return loss if isinstance(loss, torch.Tensor) else None
 
+    def _bad(self, loss: torch.Tensor) -> torch.Tensor:
+        """Whether ``loss`` is non-finite or above the divergence limit (a bool tensor on its device)."""
+        size = loss.detach().abs().float()
+        if self._limit is None:  # the stage's first loss sets the limit (no host sync)
+            self._limit = torch.nan_to_num(size.max(), nan=1.0, posinf=1.0).clamp(min=1.0) * self.max_growth
+        return ~(torch.isfinite(loss).all() & (size.max() <= self._limit))
+
     def _fail(self, trainer: L.Trainer, value: float, step: int) -> None:
+        limit = float(self._limit) if self._limit is not None else self.max_growth
+        what = (
+            "non-finite"
+            if not math.isfinite(value)
+            else f"diverged (above {limit:g}: {self.max_growth:g} x the stage's first loss)"
+        )
         raise TrainingDiverged(
-            f"non-finite training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
+            f"{what} training loss ({value}) at epoch {trainer.current_epoch}, step {step} "
             f"(stage {trainer.default_root_dir}): the run is not trustworthy; lower optim.optimizer.lr, "
             "set trainer.gradient_clip_val, or check the data"
         )
@@ -306,10 +335,10 @@ class FiniteLossGuard(L.Callback):
         loss = loss.detach()
         step = int(trainer.global_step) - 1  # the optimizer step that just used this loss
         if not (loss.device.type != "cpu" if self.deferred is None else self.deferred):
-            if not bool(torch.isfinite(loss).all()):
+            if bool(self._bad(loss)):
                 self._fail(trainer, float(loss.float().mean()), step)
             return
-        bad = ~torch.isfinite(loss).all()
+        bad = self._bad(loss)
         if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._bad_value = torch.zeros((), dtype=torch.float32, device=loss.device)

@@ -7,14 +7,18 @@ resuming, precision, throughput and the test protocol are the same for all strat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
@@ -33,6 +37,7 @@ from ssd.console import setup as setup_console
 from ssd.data.protocol import DataFacts, NoisyDataModule
 from ssd.loggers import finish_loggers
 from ssd.parts import build_callbacks, build_loggers, build_strategy, strategy_class
+from ssd.results import write_atomic
 from ssd.seeding import stage_seed
 from ssd.stage_info import StageInfo
 from ssd.stages import load_net_weights, load_stage_weights
@@ -62,6 +67,8 @@ class TrainerSettings(TypedDict, total=False):
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"]
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
     gradient_clip_val: Annotated[float, Range(ge=0)] | None
+    gradient_clip_algorithm: Literal["norm", "value"] | None
+    accumulate_grad_batches: PositiveInt
     log_every_n_steps: PositiveInt | None
     check_val_every_n_epoch: PositiveInt | None
     limit_train_batches: Batches
@@ -94,6 +101,49 @@ def build_module(
     return module
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing each checkpoint (``last.ckpt``, ``best.ckpt``) as
+    ``ssd.results.write_atomic`` does: in the checkpoint's own folder, renamed into place once whole.
+    (Lightning's own writes a temporary file elsewhere and copies it across file systems: a full disk
+    leaves a truncated checkpoint at the final path.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        write_atomic(path, functools.partial(torch.save, checkpoint))
+
+
+#: trainer strategies whose checkpoints go through a CheckpointIO plugin (FSDP, DeepSpeed write their own)
+CHECKPOINT_IO_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint file (every member of its zip archive intact)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def resume_checkpoint(checkpoints: Path, role: str) -> Path | None:
+    """The checkpoint a re-run of the stage resumes from: ``last.ckpt``, or where that file is damaged
+    (e.g. truncated by a full disk before checkpoints were written atomically) ``best.ckpt``, or none:
+    a damaged file is moved aside (``<name>.corrupt-<time>``) with a warning, and the stage restarts."""
+    for name in ("last.ckpt", "best.ckpt"):
+        path = checkpoints / name
+        if not path.exists():
+            continue
+        if readable_checkpoint(path):
+            return path
+        aside = path.with_name(f"{name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        log.warning("stage %s: %s is damaged (not a whole checkpoint); moved to %s", role, path, aside.name)
+    if any(checkpoints.glob("*.corrupt-*")):
+        log.warning(
+            "stage %s: no readable checkpoint left to resume from; training restarts from epoch 0", role
+        )
+    return None
+
+
 def build_trainer(
     cfg: Mapping[str, Any], stage: StageInfo, loggers: Sequence[Logger], callbacks: Sequence[L.Callback]
 ) -> L.Trainer:
@@ -107,6 +157,8 @@ def build_trainer(
     extra: list[L.Callback] = [] if trainer_kwargs["enable_model_summary"] else [OneLineSummary()]
     if not stage.validates:
         trainer_kwargs["limit_val_batches"] = 0
+    if trainer_kwargs.get("strategy", "auto") in CHECKPOINT_IO_STRATEGIES and "plugins" not in trainer_kwargs:
+        trainer_kwargs["plugins"] = [AtomicCheckpointIO()]
     return L.Trainer(
         **trainer_kwargs,
         precision=cfg["trainer"]["precision"],
@@ -152,7 +204,8 @@ def fit_stage(
     if init:
         log.info("stage %s: network loaded from %s", role, init)
     last = stage_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if cfg["resume"] and last.exists() and not evaluate_only else None
+    resumable = resume_checkpoint(last.parent, role) if cfg["resume"] and not evaluate_only else None
+    resume_from = str(resumable) if resumable else None
     stage = StageInfo(
         dir=stage_dir,
         role=role,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
@@ -65,11 +65,18 @@ OPTIMIZER = Kind(
         "lr": Annotated[float, Range(gt=0)],
         "weight_decay": Annotated[float, Range(ge=0)],
         "momentum": Annotated[float, Range(ge=0, le=1)],
+        "dampening": Annotated[float, Range(ge=0, le=1)],
+        "eps": Annotated[float, Range(gt=0)],
+        "betas": tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]],
     },
 )
 SCHEDULER = Kind(filled=frozenset({"optimizer", "total_steps", "steps_per_epoch"}))
 LOGGER = Kind(filled=frozenset({"stage"}))
-CALLBACK = Kind(filled=frozenset({"stage"}))
+#: Lightning types these as plain ``str`` / ``int`` (a typo would be a new mode)
+CALLBACK = Kind(
+    filled=frozenset({"stage"}),
+    narrow={"mode": Literal["min", "max"], "patience": Annotated[int, Range(ge=0)]},
+)
 #: what every strategy gets from ssd (``NoisyImageModule.__init__``), plus ``denoiser`` where it takes one
 STRATEGY_FILLED = frozenset(
     {

@@ -17,6 +17,7 @@ decision to ``<stage>/plan.json``; the other ranks follow it, so they never disa
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import signal
@@ -36,13 +37,20 @@ from ssd.callbacks import POSITION, training_position
 from ssd.config.errors import ConfigError
 from ssd.console import announce_stage, report_stage, stage_label
 from ssd.data.protocol import DataFacts, NoisyDataModule
-from ssd.data.splits import check_batch_fits
+from ssd.data.splits import check_batch_fits, check_limits_met
 from ssd.dist import is_launch_rank_zero, wait_for_decision
 from ssd.fit import build_module, fit_stage
 from ssd.hardware import configure_backends, describe_hardware
 from ssd.interrupt import exit_code_of
 from ssd.parts import strategy_class
-from ssd.results import package_versions, read_complete_results, read_json, runtime_facts, write_json_atomic
+from ssd.results import (
+    package_versions,
+    read_complete_results,
+    read_json,
+    runtime_facts,
+    write_atomic,
+    write_json_atomic,
+)
 from ssd.seeding import stage_seed
 from ssd.stages import (
     NET_FILE,
@@ -150,9 +158,7 @@ class Pipeline:
         ``name`` None: a stage that is not cached (started from ``init_from``, or trains nothing).
         """
         for file, state in result.pop("_weights").items():
-            tmp = stage_dir / f".{file}.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, stage_dir / file)  # never a half-written weights file
+            write_atomic(stage_dir / file, functools.partial(torch.save, state))  # never a half-written file
         write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
         if name is None:
             return
@@ -290,6 +296,7 @@ class Pipeline:
             splits["val"],
             "the data's train + val",
         )
+        check_limits_met(self.datamodule, splits)
         self.total_stages = count_stages(cfg)
         job_type = "student" if "teacher" in strategy_class(cfg["strategy"]).requires else "main"
         module, main = self.stage(job_type, cfg, self.run_dir / "main", main=True)
@@ -345,7 +352,10 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, group: str) -> dict[str,
         results = Pipeline(cfg, run_dir, group).run()
     except BaseException as err:
         if is_launch_rank_zero() and read_complete_results(run_dir) is None:
-            write_json_atomic(run_dir / "results.json", unfinished_results(cfg, run_dir, err))
+            try:
+                write_json_atomic(run_dir / "results.json", unfinished_results(cfg, run_dir, err))
+            except OSError as full:  # e.g. the disk that failed the run is full: the run's own error matters
+                log.error("could not record status %s in %s: %s", "failed", run_dir / "results.json", full)
         raise
     if is_launch_rank_zero():
         results = {**results, **{k: v for k, v in runtime_facts().items() if k not in results}}

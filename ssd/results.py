@@ -7,9 +7,10 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PACKAGES = ("ssd", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb")
 
@@ -37,20 +38,19 @@ def dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``.
-
-    The file gets the user's umask like any ``open()``ed file (``mkstemp`` alone makes it
-    owner-only, which breaks a cache or a results folder shared by a group).
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """``write(handle)`` into a temporary file in ``path``'s own folder, flushed to disk, then renamed over
+    ``path``: ``path`` is the old file or the whole new one, never a part (a full disk included: the
+    temporary file is removed and the error raised). The file gets the user's umask like any
+    ``open()``ed file (``mkstemp`` alone makes it owner-only, which breaks a shared cache or results folder).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -58,6 +58,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """``obj`` as JSON at ``path``, atomically (``write_atomic``)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    return write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:

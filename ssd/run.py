@@ -111,7 +111,10 @@ def record_run_config(container: dict[str, Any], run_dir: Path) -> None:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(container, run_dir)  # a ConfigError for another config's folder; resume=false starts over
-    OmegaConf.save(OmegaConf.create(container), run_dir / "config.resolved.yaml")  # only once it matches
+    from ssd.results import write_atomic
+
+    text = OmegaConf.to_yaml(OmegaConf.create(container)).encode()
+    write_atomic(run_dir / "config.resolved.yaml", lambda handle: handle.write(text))  # only once it matches
 
 
 @contextlib.contextmanager
@@ -202,12 +205,175 @@ class OutputFolderCheck(Callback):
         self._check(config, "hydra.sweep.dir")
 
 
+class SweepCheck(Callback):
+    """Hydra callback for ``-m`` sweeps: every job's config is validated before the first job starts
+    (each bad job named, with its error; the good ones still run), and at the end a summary says which
+    jobs are complete, failed (with the reason) or skipped (already complete), where the runs are and
+    what to run next. The sweep exits 1 if a job failed at run time, else 2 if one had a config error.
+
+    Only a sweeper whose job list is known up front (Hydra's basic sweeper) is validated ahead; every
+    sweep gets the summary. A job's failure never stops the others (``main``); a signal stops the sweep.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ssd.rundir import SWEEP_JOBS, varying
+
+        SWEEP_JOBS.clear()
+        jobs = sweep_job_overrides(config)
+        shown = varying(jobs)
+        for number, err in sweep_config_errors(config, jobs):
+            print(
+                f"ssd: sweep job #{number} ({shown[number]}) has a config error and will not run "
+                f"(the other jobs will): {err}",
+                file=sys.stderr,
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ssd.rundir import SWEEP_JOBS, sweep_summary
+
+        code = sweep_summary(Path(str(config.hydra.sweep.dir)), list(SWEEP_JOBS))
+        SWEEP_JOBS.clear()
+        if code:
+            sys.exit(code)
+
+
+def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
+    """The overrides of each job of a basic-sweeper sweep, in launch order (empty for other sweepers,
+    whose jobs are decided as they run, such as Optuna)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    if not sweeper.endswith("BasicSweeper"):
+        return []
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # type: ignore[arg-type]
+    loader = GlobalHydra.instance().config_loader()
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def sweep_config_errors(config: DictConfig, jobs: list[list[str]]) -> list[tuple[int, ConfigError]]:
+    """(job number, its error) for every job of the sweep (``jobs``: each one's overrides) whose config is bad."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    loader = GlobalHydra.instance().config_loader()
+    bad = []
+    for number, overrides in enumerate(jobs):
+        job = loader.load_sweep_config(config, list(overrides))
+        with open_dict(job):
+            del job["hydra"]  # ssd's keys do not read Hydra's; its runtime parts are not set ahead of a job
+        try:
+            prepare(job)
+        except ConfigError as err:
+            bad.append((number, err))
+    return bad
+
+
+def record_sweep_job(run_dir: Path, code: int, skipped: bool) -> None:
+    """Note how one job of a sweep ended (``ssd.rundir.SWEEP_JOBS``), with the reason its ``results.json`` gives."""
+    from ssd.results import read_json
+    from ssd.rundir import SWEEP_JOBS, SweepJob
+
+    hc = HydraConfig.get()
+    recorded = read_json(run_dir / "results.json") or {}
+    if code == 0:
+        status, reason = ("skipped", "already complete in its folder") if skipped else ("complete", "")
+    else:
+        status, reason = "failed", str(recorded.get("error") or f"exit status {code}")
+    SWEEP_JOBS.append(SweepJob(int(hc.job.num), tuple(hc.overrides.task), status, reason, run_dir))
+
+
+def composition_error_message(err: Exception) -> str:
+    """One line for a command line Hydra cannot compose: an unknown group option (with the options
+    there are), a key a section lacks without ``+``, or an override Hydra's grammar rejects (quote it)."""
+    import re
+
+    from hydra.errors import OverrideParseException
+
+    text = str(err)
+    if isinstance(err, OverrideParseException):
+        override = getattr(err, "override", "") or text.splitlines()[0].split(": ", 1)[-1]
+        key, _, value = str(override).partition("=")
+        return (
+            f"{override} cannot be read: Hydra's override grammar rejects a character in it (such as ; , "
+            f"spaces, brackets or non-ASCII letters); quote the value: '{key}=\"{value}\"'"
+        )
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    options = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
+    if missing and options:
+        group, name = missing.groups()
+        allowed = ", ".join(line.strip() for line in options.group(2).splitlines() if line.strip())
+        return (
+            f"{group}={name} is not allowed: must be one of {allowed} "
+            f"(the configs in conf/{group}, or a folder of your own on hydra.searchpath)"
+        )
+    append = re.search(r"Could not override '([^']+)'\.\s*To append to your config use (\S+)", text)
+    if append:
+        key, plus = append.groups()
+        section, _, name = key.rpartition(".")
+        return (
+            f"{plus[1:]} is not allowed: {section or 'the config'} has no key {name!r}; fix the spelling, "
+            f"or add a new key with {plus}"
+        )
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and "search path" not in line)
+
+
+def main() -> Any:
+    """The ``ssd`` command (= ``python -m ssd.run``): ``hydra_main`` as Hydra runs it, except that a
+    command line Hydra cannot compose is a config error like any other: one line, exit status 2."""
+    import hydra._internal.utils as hydra_internal
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    report = hydra_internal.run_and_report
+
+    def run_and_report(func: Any) -> Any:
+        def composed() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+                print(f"ssd: config error: {composition_error_message(err)}", file=sys.stderr)
+                raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+        return report(composed)
+
+    hydra_internal.run_and_report = run_and_report
+    try:
+        return hydra_main()
+    finally:
+        hydra_internal.run_and_report = report
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")  # checkout or wheel
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``results[objective]`` (what a Hydra sweeper such as Optuna maximises)."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``results[objective]`` (what a Hydra sweeper such as Optuna maximises).
+
+    In a ``-m`` sweep a job that fails (config error or at run time) is recorded and the sweep goes
+    on (``SweepCheck`` sums up and sets the exit status); a signal stops the sweep."""
+    from hydra.types import RunMode
+
     run_dir, group = run_dir_and_group(cfg)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    skipped = bool(cfg.resume) and read_complete_results(run_dir) is not None
     with handle_signals():  # SIGTERM / SIGINT -> status interrupted, exit 143 / 130
-        code, results = execute(cfg, run_dir, group)
+        try:
+            code, results = execute(cfg, run_dir, group)
+        except Exception:
+            if not sweeping:
+                raise
+            log.exception("job failed: %s", run_dir)  # the traceback, in the job's log; the sweep goes on
+            code, results = 1, None
+    if sweeping and code < 128:  # 130 / 143: a signal, which stops the sweep
+        record_sweep_job(run_dir, code, skipped)
+        if code == 0:
+            return (results or {}).get(cfg.objective)
+        if not str(HydraConfig.get().sweeper._target_).endswith("BasicSweeper"):
+            # a search (Optuna) marks a trial failed when its job raises, and goes on
+            raise RuntimeError(f"job failed (exit status {code}): {run_dir / 'results.json'}")
+        return None
     if code:
         sys.exit(code)
     return (results or {}).get(cfg.objective)

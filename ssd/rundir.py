@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -23,6 +24,8 @@ from ssd.results import json_digest, read_json, write_json_atomic
 
 log = logging.getLogger("ssd")
 
+#: the exit status of a config error (``ssd.run``)
+EXIT_CONFIG_ERROR = 2
 #: bytes of a sweep job's folder name; file systems refuse a path component over 255
 JOB_FOLDER_MAX = 200
 
@@ -192,3 +195,44 @@ def prepare_run_dir(container: Mapping[str, Any], run_dir: Path) -> None:
             "config": identity,
         },
     )
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+class SweepJob(NamedTuple):
+    """How one job of a sweep ended: ``status`` complete, failed (``reason`` says why) or skipped."""
+
+    number: int
+    overrides: tuple[str, ...]
+    status: str
+    reason: str
+    run_dir: Path
+
+
+#: the jobs of the sweep running in this process, as they finish (``ssd.run.hydra_main`` adds, ``ssd.run.SweepCheck`` sums up)
+SWEEP_JOBS: list[SweepJob] = []
+
+
+def varying(jobs: list[list[str]] | list[tuple[str, ...]]) -> list[str]:
+    """Each job's overrides that not every job shares (what tells the jobs apart), joined."""
+    common = set.intersection(*(set(job) for job in jobs)) if jobs else set()
+    return [" ".join(o for o in job if o not in common) or " ".join(job) or "no overrides" for job in jobs]
+
+
+def sweep_summary(sweep_dir: Path, jobs: list[SweepJob]) -> int:
+    """Print what became of each job of a sweep; return the sweep's exit status: 0 when none failed,
+    2 when every failure was a config error, else 1."""
+    counts = {s: sum(1 for job in jobs if job.status == s) for s in ("complete", "failed", "skipped")}
+    jobs = sorted(jobs)
+    lines = [f"ssd: sweep finished: {len(jobs)} job(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    for job, shown in zip(jobs, varying([j.overrides for j in jobs]), strict=True):
+        first, *more = job.reason.splitlines() or [""]
+        why = f": {first}" + (" (more in its results.json)" if more else "") if first else ""
+        lines.append(f"  #{job.number} {job.status} ({shown}){why}\n      {job.run_dir}")
+    lines.append(f"runs in {sweep_dir}; next: ssd-report {sweep_dir}")
+    print("\n".join(lines), file=sys.stderr)
+    failed = [job.reason for job in jobs if job.status == "failed"]
+    if not failed:
+        return 0
+    return EXIT_CONFIG_ERROR if all(r.startswith("ConfigError") for r in failed) else 1

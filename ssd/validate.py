@@ -20,6 +20,7 @@ Every error names the key, the bad value and what is allowed (``ConfigError``).
 from __future__ import annotations
 
 import copy
+import logging
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,9 +38,9 @@ from ssd.config.errors import ConfigError
 from ssd.config.resources import check_devices, check_writable, read_weights
 from ssd.config.signatures import check_keys, check_section, import_target
 from ssd.data.protocol import DataFacts, NoisyDataModule
-from ssd.data.splits import check_batch_fits
+from ssd.data.splits import check_batch_fits, val_count
 from ssd.fit import TRAINER_SET_BY_SSD, TrainerSettings
-from ssd.hardware import resolve_channels_last, resolve_precision
+from ssd.hardware import resolve_channels_last, resolve_precision, uses_cuda
 from ssd.models import Classifier
 from ssd.noise import check_draws_only
 from ssd.paths import PathsSection, conf_dir
@@ -47,6 +48,8 @@ from ssd.seeding import STAGE_SEED_MODES, stage_seed
 from ssd.stages import group_section, stage_config
 
 __all__ = ["resolve_auto", "validate"]
+
+log = logging.getLogger("ssd")
 
 #: the config groups (sections) of conf/config.yaml
 GROUPS = (
@@ -134,7 +137,7 @@ def _check_entries(cfg: Mapping[str, Any], group: str, kind: parts.Kind) -> None
     check_value(group, section, Mapping[str, Any] | None)
     for name, entry in (section or {}).items():
         if entry is not None:
-            check_section(f"{group}.{name}", entry, filled=kind.filled)
+            check_section(f"{group}.{name}", entry, filled=kind.filled, narrow=kind.narrow)
 
 
 def _check_strategy(section: Mapping[str, Any]) -> type:
@@ -188,6 +191,17 @@ def _built(key: str, build: Any, *args: Any) -> Any:
         raise ConfigError(f"{key} is not allowed: {type(err).__name__}: {err}") from None
 
 
+def _check_files(cfg: Mapping[str, Any]) -> None:
+    """Weights files a part reads while it is built (``model.pretrained``): there, before anything is read."""
+    for key in ("model", "denoiser"):
+        path = cfg[key].get("pretrained")
+        if path is not None and not Path(str(path)).expanduser().is_file():
+            raise ConfigError(
+                f"{key}.pretrained={str(path)!r} is not allowed: no such file; must be null or an existing "
+                "state_dict file (.pt / .pth) of that network"
+            )
+
+
 def _check_noise(cfg: Mapping[str, Any]) -> None:
     noise = _built(f"noise ({cfg['noise']['_target_']})", parts.build_noise, cfg["noise"])
     for level in cfg["noise"]["eval_levels"]:
@@ -205,6 +219,13 @@ def _datamodule(cfg: Mapping[str, Any]) -> tuple[NoisyDataModule, DataFacts]:
     facts = _built(key, DataFacts.declared, datamodule)
     bound = datamodule.declared_train_images()
     if bound is not None:
+        try:
+            val_count(int(bound), datamodule.val_size)
+        except ValueError:
+            raise ConfigError(
+                f"data.val_size={datamodule.val_size!r} is not allowed: it leaves no training images of the "
+                f"{bound} the data declares; must be a fraction in [0, 1) or a count below {bound}"
+            ) from None
         check_batch_fits(
             int(datamodule.batch_size), int(bound), datamodule.val_size, "the images data declares"
         )
@@ -343,13 +364,25 @@ def check_weights(path: Any, key: str, net: nn.Module, cfg: Mapping[str, Any], f
 # --------------------------------------------------------------------------- the run
 
 
+def recorded_precision(precision: str, accelerator: str) -> str:
+    """The precision a run will actually use, so that is what its config records: Lightning runs
+    ``16-mixed`` on a CPU as ``bf16-mixed`` (fp16 autocast is not supported there), with a warning."""
+    mps = accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available())
+    if precision in ("16-mixed", "16") and not uses_cuda(accelerator) and not mps:
+        log.warning("trainer.precision=%s on the CPU runs (and is recorded) as bf16-mixed", precision)
+        return "bf16-mixed"
+    return precision
+
+
 def resolve_auto(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The config as plain containers, its ``auto`` device settings made concrete (``trainer.precision``,
     ``trainer.channels_last``; keys that interpolate them, like ``data.channels_last``, follow).
     ``cfg`` is not changed (a copy keeps what it resolved already, e.g. ``${now:...}``)."""
     node = copy.deepcopy(cfg) if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
     accelerator = str(node.trainer.accelerator)
-    node.trainer.precision = resolve_precision(str(node.trainer.precision), accelerator)
+    node.trainer.precision = recorded_precision(
+        resolve_precision(str(node.trainer.precision), accelerator), accelerator
+    )
     node.trainer.channels_last = resolve_channels_last(node.trainer.channels_last, accelerator)
     return OmegaConf.to_container(node, resolve=True)
 
@@ -361,6 +394,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     if isinstance(cfg, DictConfig):
         cfg = resolve_auto(cfg)
     check_sections(cfg)
+    _check_files(cfg)
     _check_noise(cfg)
     _, facts = _datamodule(cfg)
     main = _stage_module(cfg, facts)

@@ -56,6 +56,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "garbage": root / "garbage.pt",
         "empty": root / "empty.pt",
         "no_weights": root / "no_weights.pt",
+        "nan": root / "nan.pt",
+        "inf_ckpt": root / "inf.ckpt",
         "a_file": root / "a_file",
     }
     torch.save(classifier("resnet56", 4), out["resnet56"])
@@ -66,6 +68,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["garbage"].write_bytes(b"this is not a checkpoint\n" * 40)
     out["empty"].write_bytes(b"")
     torch.save({"epoch": 3, "note": "no tensors"}, out["no_weights"])
+    nan = classifier("resnet20", 4)
+    nan["backbone.fc.weight"][0, 0] = float("nan")
+    torch.save(nan, out["nan"])
+    inf = classifier("resnet20", 4)
+    first = next(k for k, v in inf.items() if v.dim() == 4)  # the first convolution
+    inf[first].view(-1)[0] = float("inf")
+    torch.save({"state_dict": {f"net.{k}": v for k, v in inf.items()}}, out["inf_ckpt"])
     out["a_file"].write_text("a file, not a folder\n")
     return out
 
@@ -155,6 +164,10 @@ CASES: list[tuple[str, str, str]] = [
         "strategy.denoiser.ckpt=",
         "network is the denoiser",
     ),
+    ("init_from=@nan", "init_from=", "hold NaN or infinite values (backbone.fc.weight)"),
+    ("init_from=@inf_ckpt", "init_from=", "hold NaN or infinite values (backbone."),
+    ("strategy=self_distill strategy.teacher.ckpt=@nan", "strategy.teacher.ckpt=", "NaN or infinite"),
+    ("strategy=self_distill strategy.teacher.ckpt=@inf_ckpt", "strategy.teacher.ckpt=", "must be finite"),
     ("eval_only=true", "eval_only=True", "needs init_from"),
     # machine, folders, trainer
     ("trainer.devices=64 data.batch_size=64", "trainer.devices=64", "this machine has"),
@@ -171,7 +184,7 @@ CASES: list[tuple[str, str, str]] = [
     ("deterministic=yes", "deterministic='yes'", "true or false"),
     # noise, model, misc
     ("noise.sigma=inf", "noise.sigma=inf", "finite number"),
-    ("noise.sigma=-0.1", "noise.sigma=-0.1", ">= 0"),
+    ("noise.sigma=-0.1", "noise.sigma=-0.1", "in [0, 10]"),
     ("model._target_=ssd.models.resnet99", "model._target_='ssd.models.resnet99'", "importable"),
     ("+logger.mlflow._target_=mlflow.Logger", "logger.mlflow._target_='mlflow.Logger'", "importable"),
     ("trainer.compile=maybe", "trainer.compile='maybe'", "true or false"),
@@ -187,6 +200,77 @@ CASES: list[tuple[str, str, str]] = [
     ("strategy=joint strategy.w_rec=0 strategy.w_cls=0", "strategy.w_rec, strategy.w_cls", "at least one"),
     ("noise.eval_levels=[0.1,oops]", "noise.eval_levels=[0.1, 'oops']", "list of numbers"),
     ("seed=-1", "seed=-1", "integer >= 0"),
+    # values outside the range where they mean anything (ssd.config.annotations: NoiseStd, Photons, LossWeight)
+    ("noise.sigma=1e300", "noise.sigma=1e+300", "in [0, 10]"),
+    ("noise.sigma=11", "noise.sigma=11", "in [0, 10]"),
+    ("noise.sigma_max=1e300", "noise.sigma_max=1e+300", "in [0, 10]"),
+    ("noise.eval_levels=[0.1,1e300]", "noise.eval_levels contains 1e+300", "in [0, 10]"),
+    ("bare: data=synthetic noise=poisson noise.ppp=1e300", "noise.ppp=1e+300", "in (0, 1e+06]"),
+    ("bare: data=synthetic noise=poisson noise.ppp=0", "noise.ppp=0", "in (0, 1e+06]"),
+    ("bare: data=synthetic noise=poisson noise.eval_levels=[1,1e9]", "noise.eval_levels contains", "1e+06]"),
+    (
+        "bare: data=synthetic noise=poisson_gaussian noise.read_sigma=1e300",
+        "noise.read_sigma=1e+300",
+        "[0, 10]",
+    ),
+    ("bare: data=synthetic noise=poisson_gaussian noise.read_sigma=-1", "noise.read_sigma=-1", "[0, 10]"),
+    ("strategy=self_distill strategy.lambda=1e300", "strategy.lambda=1e+300", "in [0, 1e+06]"),
+    ("strategy=self_distill strategy.teacher_sigma=1e9", "strategy.teacher_sigma=", "in [0, 10]"),
+    ("strategy=self_distill strategy.logit_kd.weight=1e9", "strategy.logit_kd.weight=", "in [0, 1e+06]"),
+    ("strategy=online_distill strategy.ema_decay=1.5", "strategy.ema_decay=1.5", "[0, 1)"),
+    ("strategy=online_distill strategy.ema_decay=-0.1", "strategy.ema_decay=-0.1", "[0, 1)"),
+    ("strategy=online_distill strategy.ema_bn_batches=0", "strategy.ema_bn_batches=0", "integer > 0"),
+    ("strategy=online_distill strategy.warmup_epochs=-1", "strategy.warmup_epochs=-1", ">= 0"),
+    ("strategy=joint strategy.classifier_lr=0", "strategy.classifier_lr=0", "> 0"),
+    ("strategy=joint strategy.w_rec=-1", "strategy.w_rec=-1", ">= 0"),
+    ("data.num_classes=0", "data.num_classes=0", "integer > 0"),
+    ("data.image_size=0", "data.image_size=0", "integer > 0"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0", "integer > 0"),
+    ("data.batch_size=0", "data.batch_size=0", "integer > 0"),
+    ("optim.optimizer.momentum=-0.5", "optim.optimizer.momentum=-0.5", "[0, 1]"),
+    ("trainer.max_epochs=1e300", "trainer.max_epochs=1e+300", "integer > 0"),
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0", "integer > 0"),
+    ("eval_seed=-5", "eval_seed=-5", "integer >= 0"),
+    # booleans given a non-boolean string (every bool-annotated key is strict)
+    ("noise.clip=maybe", "noise.clip='maybe'", "true or false"),
+    ("data.augment=maybe", "data.augment='maybe'", "true or false"),
+    ("cifar: data.download=maybe", "data.download='maybe'", "true or false"),
+    ("trainer.enable_progress_bar=maybe", "trainer.enable_progress_bar='maybe'", "true or false"),
+    ("trainer.enable_model_summary=maybe", "trainer.enable_model_summary='maybe'", "true or false"),
+    ("strategy=joint strategy.train_classifier=maybe", "strategy.train_classifier='maybe'", "true or false"),
+    ("optim.optimizer.nesterov=maybe", "optim.optimizer.nesterov='maybe'", "true or false"),
+    ("eval_only=maybe", "eval_only='maybe'", "true or false"),
+    ("+trainer.benchmark=maybe", "trainer.benchmark='maybe'", "true or false"),
+    # choice-valued keys given a typo
+    ("data.pad_mode=mirror", "data.pad_mode='mirror'", "zeros, reflect"),
+    ("cifar: data.variant=ful", "data.variant='ful'", "auto, full, subset"),
+    ("trainer.strategy=dpp", "trainer.strategy='dpp'", "auto, ddp"),
+    ("trainer.precision=16-mixd", "trainer.precision='16-mixd'", "16-mixed"),
+    ("stage_seeds=indep", "stage_seeds='indep'", "independent, shared"),
+    ("objective=test_accuracy", "objective='test_accuracy'", "test_acc, val_acc"),
+    ("strategy=online_distill strategy.teacher_input=noisy", "strategy.teacher_input='noisy'", "clean, same"),
+    ("strategy=self_distill strategy.teacher_input=noisy", "strategy.teacher_input='noisy'", "independent"),
+    ("strategy=denoiser strategy.target=noisy", "strategy.target='noisy'", "clean, noise2noise"),
+    ("tags=notalist", "tags='notalist'", "list of strings"),
+    ("callbacks=early_stopping callbacks.early_stopping.mode=maxx", "early_stopping.mode='maxx'", "min, max"),
+    ("callbacks=early_stopping callbacks.early_stopping.patience=-1", "early_stopping.patience=-1", ">= 0"),
+    ("+trainer.gradient_clip_algorithm=nrm", "trainer.gradient_clip_algorithm='nrm'", "norm, value"),
+    ("optim=adamw +optim.optimizer.betas=[0.9,1.5]", "optim.optimizer.betas=[0.9, 1.5]", "in [0, 1)"),
+    ("optim=adamw +optim.optimizer.eps=0", "optim.optimizer.eps=0", "finite number > 0"),
+    ("+optim.optimizer.dampening=2", "optim.optimizer.dampening=2", "in [0, 1]"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0", "integer > 0"),
+    ("logger=csv callbacks.lr_monitor.logging_interval=epochs", "logging_interval='epochs'", "step, epoch"),
+    ("strategy=self_distill strategy.student_init=teacher_int", "strategy.student_init=", "teacher_init"),
+    ("strategy=self_distill strategy.feature_loss=mae", "strategy.feature_loss='mae'", "mse, nmse, cosine"),
+    # requests the data cannot meet, and files a part reads while it is built
+    ("data.val_size=0.999", "data.val_size=0.999", "leaves no training images of the 64"),
+    ("data.val_size=64", "data.val_size=64", "a count below 64"),
+    ("data.val_size=1000", "data.val_size=1000", "a count below 64"),
+    (
+        "model=tv_resnet18 +model.pretrained=/no/such/file.pt",
+        "model.pretrained='/no/such/file.pt'",
+        "no such file",
+    ),
 ]
 if GPU:  # only meaningful where there is no CUDA GPU
     CASES += [
@@ -261,7 +345,7 @@ def test_bad_input_fails_first_with_one_clear_line(
 
 
 def test_cases_are_many_and_distinct() -> None:
-    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
 
 
 def test_command_line_exit_status_and_single_line(tmp_path: Path) -> None:

@@ -62,6 +62,18 @@ class Range:
         return ""
 
 
+# --------------------------------------------------------------------------- value classes
+# The ranges where a kind of value means something; a part annotates its parameters with these, so one
+# bound serves every parameter of the kind (a noise level in every noise model, every loss weight).
+
+#: a noise standard deviation in [0,1] image units: 1 already buries the image; beyond 10 nothing is left
+NoiseStd = Annotated[float, Range(ge=0, le=10)]
+#: photons per pixel of shot noise: at 1e6 the noise (1e-3) is below an 8-bit image's step already
+Photons = Annotated[float, Range(gt=0, le=1e6)]
+#: a loss term's weight: beyond 1e6 the term is all the loss there is, and overflows float32 on a large feature loss
+LossWeight = Annotated[float, Range(ge=0, le=1e6)]
+
+
 def _num(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

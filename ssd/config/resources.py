@@ -105,4 +105,11 @@ def read_weights(path: Any, key: str) -> dict[str, torch.Tensor]:
         or not all(isinstance(v, torch.Tensor) for v in state.values())
     ):
         raise ConfigError(f"{key}={str(path)!r} is not allowed: it holds no network weights; {allowed}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(
+            f"{key}={str(path)!r} is not allowed: {len(bad)} of its tensors hold NaN or infinite values "
+            f"({', '.join(map(str, bad[:3]))}{', ...' if len(bad) > 3 else ''}), e.g. saved from a run that "
+            "diverged; must be finite weights"
+        )
     return {str(k).replace("_orig_mod.", ""): v for k, v in state.items()}

@@ -69,6 +69,21 @@ def check_batch_fits(batch_size: int, n_images: int, val_size: int | float, sour
         )
 
 
+def check_limits_met(datamodule: object, splits: dict[str, int]) -> None:
+    """``data.limit_train`` / ``data.limit_test`` ask for no more images than the data has (read: ``splits``):
+    a request the data cannot meet is an error, never silently a smaller run."""
+    for key, have, kind in (
+        ("limit_train", splits["train"] + splits["val"], "training"),
+        ("limit_test", splits["test"], "test"),
+    ):
+        limit = getattr(datamodule, key, None)
+        if limit is not None and int(limit) > have:
+            raise ConfigError(
+                f"data.{key}={limit} is not allowed: the data has only {have} {kind} images; must be at most "
+                f"{have}, or null for all of them"
+            )
+
+
 def carve_validation(n: int, val_size: int | float, split_seed: int) -> tuple[Tensor, Tensor]:
     """Deterministic (train_indices, val_indices), each sorted, from a seeded permutation."""
     n_val = val_count(n, val_size)

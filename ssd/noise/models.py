@@ -18,19 +18,19 @@ import dataclasses
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from ssd.config.annotations import Range, check_value
+from ssd.config.annotations import NoiseStd, Photons, Range, check_value
 from ssd.noise.draws import Draws, GeneratorDraws
 
 __all__ = ["NoiseModel", "GaussianNoise", "PoissonNoise", "PoissonGaussianNoise", "NoNoise"]
 
-#: a noise level that is 0 or more, and one that is more than 0
-NonNegative = Annotated[float, Range(ge=0)]
-Positive = Annotated[float, Range(gt=0)]
+#: a noise level (a standard deviation, photons per pixel) in the range where it means something
+NonNegative = NoiseStd
+Positive = Photons
 
 
 class NoiseModel(ABC):

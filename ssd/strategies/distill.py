@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssd.config import Range
+from ssd.config.annotations import LossWeight, NoiseStd
 from ssd.config.errors import ConfigError
 from ssd.models import FeatureTaps, resolve_taps, tap_shapes
 from ssd.models.fold import FoldedBatchNorm
@@ -43,7 +44,7 @@ from ssd.strategies import teacher_stage
 from ssd.strategies.base import NoisyImageModule
 from ssd.strategies.losses import DistillationLoss
 
-NonNegative = Annotated[float, Range(ge=0)]
+NonNegative = LossWeight
 #: the image the teacher sees: the clean one (STL), the student's noisy one, or a second noise draw
 TeacherInput = Literal["clean", "same", "independent"]
 #: where a student's weights start: its own random init, its teacher's random init, the trained teacher
@@ -262,7 +263,7 @@ class FeatureDistillation(Distillation):
     section_keys: ClassVar[dict[str, Any]] = {
         **Distillation.section_keys,
         "generations": Annotated[int, Range(ge=1)],
-        "teacher_sigma": NonNegative | None,
+        "teacher_sigma": NoiseStd | None,
     }
 
     def __init__(
