@@ -50,6 +50,7 @@ from ssd.stages import (
     entry_name,
     load_stage_weights,
     method_label,
+    source_state,
     stage_config,
     stage_key,
     stage_weights,
@@ -157,6 +158,7 @@ class Pipeline:
         if name is None:
             return
         meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
+        meta["source"] = source_state()  # the git commit that trained it, and whether its tree was dirty
         meta.update({k: result.get(k) for k in CACHED_FIELDS if k in result})
         self.cache.try_publish(name, stage_dir / NET_FILE, meta)
 
