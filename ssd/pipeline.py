@@ -50,6 +50,7 @@ from ssd.stages import (
     entry_name,
     load_stage_weights,
     method_label,
+    partial_schedule,
     source_state,
     stage_config,
     stage_key,
@@ -156,6 +157,10 @@ class Pipeline:
             os.replace(tmp, stage_dir / file)  # never a half-written weights file
         write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
         if name is None:
+            return
+        partial = partial_schedule(cfg, result.get("epochs"))
+        if partial is not None:
+            log.warning("stage cache: %s not published: a partial schedule (%s)", name, partial)
             return
         meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
         meta["source"] = source_state()  # the git commit that trained it, and whether its tree was dirty

@@ -54,6 +54,7 @@ __all__ = [
     "load_stage_weights",
     "method_label",
     "net_state_dict",
+    "partial_schedule",
     "source_state",
     "stage_config",
     "stage_key",
@@ -283,6 +284,27 @@ def stage_key(
         "versions": {k: versions[k] for k in ("ssd", "torch", "lightning")},
     }
     return json_digest(payload, length=20)
+
+
+def partial_schedule(cfg: Mapping[str, Any], epochs: int | None) -> str | None:
+    """Why a trained stage did not run its full schedule (so it must never be published), or None.
+
+    ``epochs``: the epochs it trained. Cut short: ``trainer.fast_dev_run``, ``limit_train_batches``
+    below a whole epoch (a fraction < 1, or any batch count), and ``max_steps``/``max_time`` ending
+    training before ``max_epochs``. Early stopping (``callbacks``) ending early is the schedule itself.
+    An interrupted run raises and never gets here.
+    """
+    trainer = cfg["trainer"]
+    if trainer.get("fast_dev_run"):
+        return f"trainer.fast_dev_run={trainer['fast_dev_run']!r}"
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not (isinstance(limit, float) and limit >= 1.0):
+        return f"trainer.limit_train_batches={limit!r} trains part of each epoch"
+    max_epochs = trainer.get("max_epochs")
+    cut = [k for k in ("max_steps", "max_time") if trainer.get(k) not in (None, -1)]
+    if cut and (not isinstance(max_epochs, int) or max_epochs < 0 or (epochs or 0) < max_epochs):
+        return f"trainer.{cut[0]}={trainer[cut[0]]!r} ended it after {epochs} of {max_epochs} epochs"
+    return None
 
 
 def entry_name(cfg: Mapping[str, Any], key: str) -> str:
