@@ -111,7 +111,7 @@ class Pipeline:
         self.group = group
         paths = cfg["paths"]
         self.cache = StageCache(Path(paths["cache_dir"]) / "stages", lock=paths["cache_lock"])
-        self.cache_mode = str(cfg.get("cache", "readwrite"))  # off | read | readwrite (validated)
+        self.cache_mode = str(cfg["cache"])  # off | read | readwrite (validated)
         self.launch = launch_id()
         self.datamodule: NoisyDataModule | None = None
         self.facts: DataFacts | None = None

@@ -39,6 +39,7 @@ from ssd.data.protocol import NoisyDataModule
 from ssd.parts import strategy_class, takes
 from ssd.paths import conf_dir
 from ssd.results import json_digest, package_versions
+from ssd.rundir import without_keys
 from ssd.seeding import stage_identity
 from ssd.strategies.base import NoisyImageModule
 
@@ -121,21 +122,10 @@ VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "pytorch_lightning", 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def _drop(tree: Any, path: list[str]) -> None:
-    if not isinstance(tree, dict) or path[0] not in tree:
-        return
-    if len(path) == 1:
-        del tree[path[0]]
-    else:
-        _drop(tree[path[0]], path[1:])
-
-
 def key_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What of a stage's resolved config is in its key: all of it, less ``KEY_EXCLUDED``, less the
     noise of a stage that never sees noise and the denoiser of a strategy that builds none."""
-    kept = copy.deepcopy(dict(cfg))
-    for dotted in KEY_EXCLUDED:
-        _drop(kept, dotted.split("."))
+    kept = without_keys(cfg, KEY_EXCLUDED)
     cls = strategy_class(cfg["strategy"])
     if not cls.trains_on_noise:  # a clean classifier serves every noise level
         kept.pop("noise", None)
@@ -265,7 +255,9 @@ def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dic
             "set data.* for the whole run instead"
         )
     base = OmegaConf.create({k: v for k, v in run_cfg.items() if k != "strategy"})
-    merged = OmegaConf.merge(base, {"strategy": section}, overrides)
+    # init_from and eval_only are the main stage's (ssd.fit reads them there only): a required stage
+    # of an init_from run is the same network, and keyed the same, as everyone else's
+    merged = OmegaConf.merge(base, {"strategy": section, "init_from": None, "eval_only": False}, overrides)
     return OmegaConf.to_container(merged, resolve=True)
 
 

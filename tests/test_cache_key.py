@@ -114,3 +114,12 @@ def test_a_user_module_reached_by_target_is_in_the_key(
     assert key(cfg) != before
     # torch and ssd targets are covered by their versions and TRAINING_SOURCES, not hashed again
     assert all("torch" not in p.parts for p in code_files(base))
+
+
+def test_init_from_keys_the_main_stage_but_not_its_teacher() -> None:
+    plain = resolved("strategy=self_distill")
+    started = resolved("strategy=self_distill", "init_from=/some/net.pt")
+    assert key(started) != key(plain)
+    assert key(stage_config(started, started["strategy"]["teacher"])) == key(
+        stage_config(plain, plain["strategy"]["teacher"])
+    )
