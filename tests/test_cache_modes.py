@@ -87,3 +87,15 @@ def test_a_wait_for_a_lock_names_its_holder_once(
     cache.release(waiter, "vanilla-k")
     thread.join()
     assert not (tmp_path / "stages" / "vanilla-k.lock.holder.json").exists()
+
+
+def test_the_cache_switch_names_no_job_folder_and_is_not_a_run_folders_identity() -> None:
+    from omegaconf import OmegaConf
+
+    from ssd.rundir import run_identity
+
+    cfg = compose_cfg(["cache=read", "seed=3"], return_hydra=True)
+    assert cfg.hydra.job.override_dirname == "seed=3"
+    read = OmegaConf.to_container(compose_cfg(["cache=read"]), resolve=True)
+    both = OmegaConf.to_container(compose_cfg([]), resolve=True)
+    assert run_identity(read) == run_identity(both)
