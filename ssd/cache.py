@@ -77,7 +77,11 @@ def describe_entry(meta: dict[str, Any]) -> str:
     """When and by which code an entry was trained: ``trained 2026-01-02T03:04:05 by commit 1a2b3c4d (dirty)``."""
     source = meta.get("source") or {}
     commit = source.get("commit")
-    by = "an unknown commit (trained outside git, or by an older ssd)" if not commit else f"commit {commit[:10]}"
+    by = (
+        "an unknown commit (trained outside git, or by an older ssd)"
+        if not commit
+        else f"commit {commit[:10]}"
+    )
     if commit and source.get("dirty"):
         by += " (dirty: uncommitted changes)"
     return f"trained {meta.get('created', 'at an unknown time')} by {by}"
@@ -161,8 +165,11 @@ class StageCache:
         """The names of the entries (folders) in the cache, sorted; temporary and set-aside folders excluded."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and ".corrupt-" not in p.name)
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and ".corrupt-" not in p.name
+        )
 
     def lookup(self, name: str, repair: bool = True) -> dict[str, Any] | None:
         """The entry's metadata (with ``net`` = path of the weights) if it is complete and intact.
@@ -174,7 +181,9 @@ class StageCache:
         problem = self.problem(name)
         if problem is not None:
             if not repair:
-                log.warning("stage cache: entry %s is incomplete or corrupt (%s); not using it", folder, problem)
+                log.warning(
+                    "stage cache: entry %s is incomplete or corrupt (%s); not using it", folder, problem
+                )
                 return None
             aside = folder.with_name(f"{folder.name}.corrupt-{int(time.time())}")
             log.warning(

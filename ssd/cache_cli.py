@@ -98,7 +98,10 @@ def cmd_verify(cache: StageCache, args: argparse.Namespace) -> int:
         problem = cache.problem(name)
         print(f"ok   {name}" if problem is None else f"BAD  {name}: {problem}")
         bad += problem is not None
-    print(f"{len(cache.entries())} entries verified, {bad} bad" + (" (remove with `ssd-cache rm KEY`)" if bad else ""))
+    print(
+        f"{len(cache.entries())} entries verified, {bad} bad"
+        + (" (remove with `ssd-cache rm KEY`)" if bad else "")
+    )
     return 1 if bad else 0
 
 
@@ -125,7 +128,9 @@ def cmd_gc(cache: StageCache, args: argparse.Namespace) -> int:
         now = time.time()
         for path in sorted(cache.root.iterdir()):
             corrupt = path.is_dir() and ".corrupt-" in path.name
-            dead_publish = path.is_dir() and path.name.startswith(".") and now - path.stat().st_mtime > TEMP_AGE_S
+            dead_publish = (
+                path.is_dir() and path.name.startswith(".") and now - path.stat().st_mtime > TEMP_AGE_S
+            )
             if corrupt or dead_publish:
                 shutil.rmtree(path)
                 removed.append(path.name)
@@ -143,7 +148,9 @@ COMMANDS = {"ls": cmd_ls, "show": cmd_show, "rm": cmd_rm, "verify": cmd_verify, 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssd-cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ssd-cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--cache-dir", help="the cache folder (default: paths.cache_dir of the run config)")
     p.add_argument("--lock", choices=sorted(LOCKS), help="the lock kind (default: paths.cache_lock)")
     sub = p.add_subparsers(dest="command", required=True, metavar="{ls,show,rm,verify,gc}")

@@ -191,6 +191,7 @@ def code_digest(files: list[Path]) -> str:
 @functools.lru_cache(maxsize=1)
 def source_state() -> dict[str, Any]:
     """The git commit of ssd's checkout and whether it has uncommitted changes (None outside git)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,11 @@ from tests.helpers import REPO
 def publish(cache: StageCache, name: str, tmp_path: Path, value: float = 1.0) -> Path:
     weights = tmp_path / f"{name}.pt"
     torch.save({"w": torch.full((4,), value)}, weights)
-    meta = {"key": name.rsplit("-", 1)[1], "created": "2026-01-02T03:04:05", "source": {"commit": "abcdef1234567", "dirty": False}}
+    meta = {
+        "key": name.rsplit("-", 1)[1],
+        "created": "2026-01-02T03:04:05",
+        "source": {"commit": "abcdef1234567", "dirty": False},
+    }
     return cache.publish(name, weights, meta)
 
 
@@ -60,8 +66,6 @@ def test_rm_removes_and_is_refused_while_locked(tmp_path: Path, cache: StageCach
     assert cli(tmp_path, "rm", "clean-bbbb2222") == 0
     assert cache.entries() == ["vanilla-aaaa1111"]
     lock = cache.lock("vanilla-aaaa1111")
-    import threading
-
     held, go = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -81,7 +85,9 @@ def test_rm_removes_and_is_refused_while_locked(tmp_path: Path, cache: StageCach
     assert cache.entries() == ["vanilla-aaaa1111"]
 
 
-def test_verify_rehashes_every_entry(tmp_path: Path, cache: StageCache, capsys: pytest.CaptureFixture) -> None:
+def test_verify_rehashes_every_entry(
+    tmp_path: Path, cache: StageCache, capsys: pytest.CaptureFixture
+) -> None:
     assert cli(tmp_path, "verify") == 0
     assert "2 entries verified, 0 bad" in capsys.readouterr().out
     net = cache.entry("clean-bbbb2222") / "net.pt"
@@ -100,9 +106,9 @@ def test_gc_removes_leftovers_only(tmp_path: Path, cache: StageCache, capsys: py
     new_tmp.mkdir()  # a publish in progress right now
     os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
     # a lock whose holder died (a pid that is not running), and a free fcntl lock
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    import socket
-
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     (root / "vanilla-dead.lock").write_text("")
     Path(f"{root / 'vanilla-dead.lock'}{HOLDER_SUFFIX}").write_text(
         f'{{"pid": {int(dead.stdout)}, "host": "{socket.gethostname()}", "since": "x"}}'
@@ -128,11 +134,19 @@ def test_gc_keeps_a_soft_lock_of_a_live_holder(tmp_path: Path) -> None:
 def test_the_module_runs_as_a_command(tmp_path: Path, cache: StageCache) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ssd.cache_cli", "--cache-dir", str(tmp_path / "c"), "ls"],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "2 entries" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "ssd.cache_cli", "frobnicate"], cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "ssd.cache_cli", "frobnicate"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode == 2 and "invalid choice: 'frobnicate'" in bad.stderr

@@ -30,26 +30,35 @@ def test_read_reuses_and_stores_nothing_off_neither_and_a_hit_says_what_it_reuse
     first = run_config(compose_cfg([*SMALL, "strategy=vanilla"], tmp_path), tmp_path / "a", "g")
     assert first["stages"]["main"]["source"] == "train" and len(entries(tmp_path)) == 1
     with caplog.at_level(logging.INFO, logger="ssd.pipeline"):
-        read = run_config(compose_cfg([*SMALL, "strategy=vanilla", "cache=read"], tmp_path), tmp_path / "b", "g")
+        read = run_config(
+            compose_cfg([*SMALL, "strategy=vanilla", "cache=read"], tmp_path), tmp_path / "b", "g"
+        )
     assert read["stages"]["main"]["source"] == "cache"
     line = next(r.getMessage() for r in caplog.records if "reusing" in r.getMessage())
     assert first["stages"]["main"]["name"] in line and "as the main: trained 20" in line and " by " in line
     # off: trains although the entry is there; read with a miss trains and stores nothing
     off = run_config(compose_cfg([*SMALL, "strategy=vanilla", "cache=off"], tmp_path), tmp_path / "c", "g")
     assert off["stages"]["main"]["source"] == "train"
-    miss = run_config(compose_cfg([*SMALL, "strategy=vanilla", "seed=1", "cache=read"], tmp_path), tmp_path / "d", "g")
+    miss = run_config(
+        compose_cfg([*SMALL, "strategy=vanilla", "seed=1", "cache=read"], tmp_path), tmp_path / "d", "g"
+    )
     assert miss["stages"]["main"]["source"] == "train"
     assert len(entries(tmp_path)) == 1
 
 
 def test_describe_entry_names_the_commit_and_dirty_flag() -> None:
     meta = {"created": "2026-01-02T03:04:05", "source": {"commit": "1a2b3c4d5e6f7a8b", "dirty": True}}
-    assert describe_entry(meta) == "trained 2026-01-02T03:04:05 by commit 1a2b3c4d5e (dirty: uncommitted changes)"
+    assert (
+        describe_entry(meta)
+        == "trained 2026-01-02T03:04:05 by commit 1a2b3c4d5e (dirty: uncommitted changes)"
+    )
     assert "unknown commit" in describe_entry({"created": "x"})
 
 
 def test_a_bad_cache_value_is_a_config_error_naming_the_allowed_ones() -> None:
-    with pytest.raises(ConfigError, match=r"cache='sometimes' is not allowed: must be one of off, read, readwrite"):
+    with pytest.raises(
+        ConfigError, match=r"cache='sometimes' is not allowed: must be one of off, read, readwrite"
+    ):
         validate(compose_cfg([*SMALL, "cache=sometimes"]))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ssd.run import run_config
 from ssd.stages import partial_schedule
 from tests.helpers import SMALL, compose_cfg
