@@ -131,6 +131,7 @@ def test_gc_keeps_a_soft_lock_of_a_live_holder(tmp_path: Path) -> None:
         cache.release(lock, "vanilla-k")
 
 
+@pytest.mark.slow  # a subprocess importing torch; the in-process tests cover the logic
 def test_the_module_runs_as_a_command(tmp_path: Path, cache: StageCache) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ssd.cache_cli", "--cache-dir", str(tmp_path / "c"), "ls"],

@@ -62,6 +62,7 @@ def test_a_bad_cache_value_is_a_config_error_naming_the_allowed_ones() -> None:
         validate(compose_cfg([*SMALL, "cache=sometimes"]))
 
 
+@pytest.mark.slow  # a subprocess importing torch; the in-process tests cover the logic
 def test_a_bad_cache_value_exits_2_before_data_is_read(tmp_path: Path) -> None:
     proc = run_cli([*SMALL, "data.train=64", "cache=sometimes"], tmp_path, env=ONE_THREAD)
     assert proc.returncode == 2, proc.stderr[-2000:]
