@@ -19,13 +19,14 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import BaseFileLock, FileLock, SoftFileLock
+from filelock import BaseFileLock, FileLock, SoftFileLock, Timeout
 
 from ssd.results import dir_mode, read_json, write_json_atomic
 
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 NET_FILE, EXTRA_FILE = "net.pt", "extra.pt"
 #: ``paths.cache_lock`` values: the lock class of each
 LOCKS: dict[str, type[BaseFileLock]] = {"file": FileLock, "soft": SoftFileLock}
+#: beside ``<name>.lock``: who holds it (pid, host, since), written by the holder, read by a waiter
+HOLDER_SUFFIX = ".holder.json"
+#: the ``cache`` switch of a run: off (neither read nor write), read (use entries, store none), readwrite
+CACHE_MODES = ("off", "read", "readwrite")
 
 
 class NonFiniteWeights(ValueError):
@@ -68,6 +73,33 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def describe_entry(meta: dict[str, Any]) -> str:
+    """When and by which code an entry was trained: ``trained 2026-01-02T03:04:05 by commit 1a2b3c4d (dirty)``."""
+    source = meta.get("source") or {}
+    commit = source.get("commit")
+    by = (
+        "an unknown commit (trained outside git, or by an older ssd)"
+        if not commit
+        else f"commit {commit[:10]}"
+    )
+    if commit and source.get("dirty"):
+        by += " (dirty: uncommitted changes)"
+    return f"trained {meta.get('created', 'at an unknown time')} by {by}"
+
+
+def holder_alive(holder: dict[str, Any]) -> bool | None:
+    """Whether the process a holder record names still runs (None: it is on another host)."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
+
+
 class StageCache:
     """Trained stages by key under ``root``."""
 
@@ -84,26 +116,85 @@ class StageCache:
     def lock(self, name: str) -> BaseFileLock:
         """A lock held while one process trains ``name``; waits (does not fail) while another holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return LOCKS[self.lock_kind](str(self.root / f"{name}.lock"), timeout=self.lock_timeout_s)
+        return LOCKS[self.lock_kind](str(self.lock_path(name)), timeout=self.lock_timeout_s)
 
-    def lookup(self, name: str) -> dict[str, Any] | None:
-        """The entry's metadata (with ``net`` = path of the weights) if it is complete and intact."""
+    def lock_path(self, name: str) -> Path:
+        return self.root / f"{name}.lock"
+
+    def acquire(self, lock: BaseFileLock, name: str) -> None:
+        """Take ``lock`` (of entry ``name``); when another run holds it, say so once, naming the holder
+        (pid, host, since when), then wait. The holder record is written once the lock is ours."""
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = read_json(Path(f"{self.lock_path(name)}{HOLDER_SUFFIX}")) or {}
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+                if holder
+                else "another run (no holder record)"
+            )
+            log.info("stage cache: waiting for %s, which %s is training", name, who)
+            lock.acquire()
+        write_json_atomic(
+            Path(f"{self.lock_path(name)}{HOLDER_SUFFIX}"),
+            {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+
+    def release(self, lock: BaseFileLock, name: str) -> None:
+        """Give ``lock`` back (after removing the holder record it wrote)."""
+        if lock.is_locked:
+            Path(f"{self.lock_path(name)}{HOLDER_SUFFIX}").unlink(missing_ok=True)
+            lock.release()
+
+    def problem(self, name: str) -> str | None:
+        """What is wrong with entry ``name`` (re-hashing its files), or None when it is complete and intact."""
+        folder = self.entry(name)
+        meta = read_json(folder / "meta.json")
+        if meta is None:
+            return "no readable meta.json"
+        for file, field in ((NET_FILE, "sha256"), (EXTRA_FILE, "extra_sha256")):
+            if field == "extra_sha256" and meta.get(field) is None:
+                continue
+            if not (folder / file).is_file():
+                return f"{file} is missing"
+            if sha256_file(folder / file) != meta.get(field):
+                return f"{file} does not match its sha256 in meta.json (truncated or changed)"
+        return None
+
+    def entries(self) -> list[str]:
+        """The names of the entries (folders) in the cache, sorted; temporary and set-aside folders excluded."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and ".corrupt-" not in p.name
+        )
+
+    def lookup(self, name: str, repair: bool = True) -> dict[str, Any] | None:
+        """The entry's metadata (with ``net`` = path of the weights) if it is complete and intact.
+
+        A corrupt entry is a miss; ``repair`` moves it aside (to ``<name>.corrupt-<time>``) to be retrained."""
         folder = self.entry(name)
         if not folder.exists():
             return None
-        meta = read_json(folder / "meta.json")
-        weights, extra = folder / NET_FILE, folder / EXTRA_FILE
-        intact = meta is not None and weights.exists() and sha256_file(weights) == meta.get("sha256")
-        if intact and meta.get("extra_sha256") is not None:
-            intact = extra.exists() and sha256_file(extra) == meta["extra_sha256"]
-        if not intact:
+        problem = self.problem(name)
+        if problem is not None:
+            if not repair:
+                log.warning(
+                    "stage cache: entry %s is incomplete or corrupt (%s); not using it", folder, problem
+                )
+                return None
             aside = folder.with_name(f"{folder.name}.corrupt-{int(time.time())}")
             log.warning(
-                "stage cache: entry %s is incomplete or corrupt; moved to %s and retraining", folder, aside
+                "stage cache: entry %s is incomplete or corrupt (%s); moved to %s and retraining",
+                folder,
+                problem,
+                aside,
             )
             os.replace(folder, aside)
             return None
-        return {**meta, "net": str(weights)}
+        return {**read_json(folder / "meta.json"), "net": str(folder / NET_FILE)}
 
     def publish(self, name: str, weights: str | Path, meta: dict[str, Any]) -> Path:
         """Copy ``weights`` (and an ``extra.pt`` beside it) into a new entry ``name`` atomically; return

@@ -32,7 +32,7 @@ from hydra.errors import InstantiationException
 from torch import nn
 
 from ssd import parts
-from ssd.cache import StageCache, sha256_file
+from ssd.cache import StageCache, describe_entry, sha256_file
 from ssd.callbacks import POSITION, training_position
 from ssd.config.errors import ConfigError
 from ssd.console import announce_stage, report_stage, stage_label
@@ -58,6 +58,8 @@ from ssd.stages import (
     entry_name,
     load_stage_weights,
     method_label,
+    partial_schedule,
+    source_state,
     stage_config,
     stage_key,
     stage_weights,
@@ -117,6 +119,7 @@ class Pipeline:
         self.group = group
         paths = cfg["paths"]
         self.cache = StageCache(Path(paths["cache_dir"]) / "stages", lock=paths["cache_lock"])
+        self.cache_mode = str(cfg["cache"])  # off | read | readwrite (validated)
         self.launch = launch_id()
         self.datamodule: NoisyDataModule | None = None
         self.facts: DataFacts | None = None
@@ -160,9 +163,14 @@ class Pipeline:
         for file, state in result.pop("_weights").items():
             write_atomic(stage_dir / file, functools.partial(torch.save, state))  # never a half-written file
         write_json_atomic(stage_dir / "stage.json", {"key": key, **result})
-        if name is None:
+        if name is None or self.cache_mode != "readwrite":
+            return
+        partial = partial_schedule(cfg, result.get("epochs"))
+        if partial is not None:
+            log.warning("stage cache: %s not published: a partial schedule (%s)", name, partial)
             return
         meta = {"key": key, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg}
+        meta["source"] = source_state()  # the git commit that trained it, and whether its tree was dirty
         meta.update({k: result.get(k) for k in CACHED_FIELDS if k in result})
         self.cache.try_publish(name, stage_dir / NET_FILE, meta)
 
@@ -188,7 +196,8 @@ class Pipeline:
             "requires": sub_records,
         }
         stage_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.cache.lock(name) if is_launch_rank_zero() and cacheable else None
+        writes = cacheable and self.cache_mode == "readwrite"
+        lock = self.cache.lock(name) if is_launch_rank_zero() and writes else None
 
         def decide() -> dict[str, Any]:
             if ckpt:
@@ -196,14 +205,19 @@ class Pipeline:
             done = read_json(stage_dir / "stage.json")
             if done and done.get("key") == key and (stage_dir / NET_FILE).exists():
                 return {"source": "run", "net": str(stage_dir / NET_FILE)}
-            if lock is None:
+            if cacheable and self.cache_mode == "read":
+                hit = self.cache.lookup(name, repair=False)  # a read-only use writes nothing to the cache
+            elif lock is None:
                 return {"source": "train"}
-            # tells the other ranks rank 0 is alive while it may wait for another job training this stage
-            write_json_atomic(stage_dir / "plan.json", {"launch": self.launch, "pending": f"lock {name}"})
-            lock.acquire()  # held until this stage is published (or the job fails)
-            hit = self.cache.lookup(name)
+            else:
+                # tells the other ranks rank 0 is alive while it may wait for another job training this stage
+                write_json_atomic(stage_dir / "plan.json", {"launch": self.launch, "pending": f"lock {name}"})
+                self.cache.acquire(lock, name)  # held until this stage is published (or the job fails)
+                hit = self.cache.lookup(name)
             if hit is not None:
-                lock.release()
+                if lock is not None:
+                    self.cache.release(lock, name)
+                log.info("stage cache: reusing %s as the %s: %s", name, role, describe_entry(hit))
                 return {
                     "source": "cache",
                     "net": hit["net"],
@@ -248,8 +262,8 @@ class Pipeline:
                 self._publish(name if cacheable else None, key, cfg, stage_dir, result)
                 weights = stage_dir / NET_FILE
         finally:
-            if lock is not None and lock.is_locked:
-                lock.release()
+            if lock is not None:
+                self.cache.release(lock, name)
         if plan["source"] != "train":  # what the stage's own training measured, and (required stages) tested
             if plan["source"] == "run":
                 known = read_json(stage_dir / "stage.json") or {}

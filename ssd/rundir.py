@@ -55,23 +55,29 @@ LAUNCH_ONLY = (
     "sweep_name",
     "hydra",
     "tags",
+    "cache",
 )
 #: what ssd writes into a run folder besides the stage folders (logs and .hydra/ stay where they are)
 RUN_FILES = ("run.json", "config.resolved.yaml")
 SUPERSEDED_PREFIX = "superseded-"
 
 
-def run_identity(container: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved run config without the launch-only keys."""
-    ident = copy.deepcopy(dict(container))
-    for dotted in LAUNCH_ONLY:
+def without_keys(container: Mapping[str, Any], dotted_keys: Any) -> dict[str, Any]:
+    """A deep copy of ``container`` less each dotted key (a key names its whole subtree; absent ones are skipped)."""
+    kept = copy.deepcopy(dict(container))
+    for dotted in dotted_keys:
         *parents, last = dotted.split(".")
-        node: Any = ident
+        node: Any = kept
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
-    return ident
+    return kept
+
+
+def run_identity(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved run config without the launch-only keys."""
+    return without_keys(container, LAUNCH_ONLY)
 
 
 def config_digest(identity: Mapping[str, Any]) -> str:

@@ -6,9 +6,11 @@ that ``ssd.pipeline`` (which orchestrates stages), ``ssd.fit`` (which trains one
 ``ssd.validate`` (which checks them) all import downward; it imports nothing above
 ``ssd.parts``.
 
-The stage key hashes everything that decides the trained weights, including a
-fingerprint of the data the stage actually trained on (not just the config that found
-it), so a network trained on the CIFAR subset is never served to a run on the full set.
+The stage key is deny-by-default: the stage's whole resolved config less an explicit list of
+keys that cannot change its weights (``KEY_EXCLUDED``), a digest of the source that trains it
+(``TRAINING_SOURCES`` and any module outside ssd a ``_target_`` names), and a fingerprint of
+the data the stage actually trained on (not just the config that found it), so a network
+trained on the CIFAR subset is never served to a run on the full set.
 Entry names are role-free (``<what was trained>-<key>``): the clean classifier that STL
 uses as its teacher is the same entry that denoise and joint use as their classifier.
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import importlib.util
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,38 +36,174 @@ from torch import nn
 from ssd.cache import EXTRA_FILE, NET_FILE
 from ssd.config.errors import ConfigError
 from ssd.data.protocol import NoisyDataModule
-from ssd.parts import NOISE, strategy_class, takes
+from ssd.parts import strategy_class, takes
 from ssd.paths import conf_dir
 from ssd.results import json_digest, package_versions
+from ssd.rundir import without_keys
 from ssd.seeding import stage_identity
 from ssd.strategies.base import NoisyImageModule
 
 __all__ = [
+    "KEY_EXCLUDED",
+    "TRAINING_SOURCES",
+    "code_digest",
+    "code_files",
     "data_fingerprint",
     "entry_name",
+    "key_config",
     "load_net_weights",
     "load_stage_weights",
     "method_label",
     "net_state_dict",
+    "partial_schedule",
+    "source_state",
     "stage_config",
     "stage_key",
     "stage_weights",
 ]
 
-# config keys that decide what a trained stage is (launch details like devices do not)
-KEY_TRAINER_FIELDS = ("max_epochs", "precision", "gradient_clip_val", "limit_train_batches")
-# data keys that do not change the trained weights, or whose effect the data fingerprint already covers
-KEY_DATA_IGNORED = (
-    "eval_batch_size",
-    "channels_last",
-    "cache_dir",
-    "root",
-    "download",
-    "num_workers",
-    "limit_test",
+#: Keys of a stage's resolved config that cannot change its trained weights, as dotted paths (a path
+#: names its whole subtree). The stage key is the WHOLE config minus these (deny by default): a key not
+#: listed here, a brand-new one included, is in the key unless someone argues it out here, with its reason.
+KEY_EXCLUDED: dict[str, str] = {
+    # where things are read and written (the data actually read is in the key as its fingerprint)
+    "paths": "folders and the lock kind; the data read is keyed by its content fingerprint",
+    "hydra": "Hydra's own settings (output folders, launcher, job names)",
+    "logger": "loggers record a stage, they do not train it",
+    "callbacks.progress_bar": "display only",
+    "callbacks.lr_monitor": "logs the learning rate, changes nothing",
+    "run_name": "the run folder's name",
+    "sweep_name": "the sweep folder's name and W&B group",
+    "tags": "W&B tags",
+    "resume": "resuming is bit-identical to an uninterrupted run (tests/test_resume.py)",
+    "objective": "what a run returns to a sweeper, read after training",
+    "eval_seed": "evaluation only: the seed of the fixed test noise",
+    "cache": "whether the stage cache is read or written, not what is trained",
+    # where and how fast it runs: the same recipe; results differ from other hardware at float rounding only
+    "trainer.accelerator": "the device kind (auto), not the recipe",
+    "trainer.devices": "the global batch (data.batch_size) is split over devices; the recipe is the same",
+    "trainer.num_nodes": "as trainer.devices",
+    "trainer.strategy": "how processes are launched (auto, ddp), as trainer.devices",
+    "trainer.compile": "torch.compile runs the same network faster",
+    "trainer.channels_last": "a memory layout",
+    "trainer.enable_progress_bar": "display only",
+    "trainer.enable_model_summary": "display only",
+    "trainer.log_every_n_steps": "logging frequency",
+    "trainer.limit_test_batches": "evaluation only (the test set)",
+    "data.channels_last": "a memory layout",
+    "data.num_workers": "loader processes; every batch is the same",
+    "data.eval_batch_size": "evaluation only",
+    "data.limit_test": "evaluation only (the test set)",
+    "data.cache_dir": "where decoded data is cached; the data read is in the fingerprint",
+    "data.root": "where the data is; the data read is in the fingerprint",
+    "data.download": "whether data may be downloaded; the data read is in the fingerprint",
+    "noise.eval_levels": "evaluation only: the robustness curve's levels",
+}
+
+#: ssd's source that trains a stage (paths under the ssd package; a folder means every .py in it):
+#: its digest is in every stage key, so editing a loss, a network or the data pipeline retrains.
+#: Modules a config reaches by ``_target_`` outside ssd are added per stage (see ``code_files``).
+TRAINING_SOURCES = (
+    "strategies",
+    "models",
+    "noise",
+    "data",
+    "fit.py",
+    "callbacks.py",
+    "schedules.py",
+    "seeding.py",
+    "parts.py",
+    "hardware.py",
+    "stages.py",
+    "stage_info.py",
 )
-# top-level keys that decide every stage
-KEY_RUN_FIELDS = ("seed", "stage_seeds")
+#: packages whose version is in the key already (``versions``): their files are not hashed
+VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "pytorch_lightning", "ssd")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def key_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a stage's resolved config is in its key: all of it, less ``KEY_EXCLUDED``, less the
+    noise of a stage that never sees noise and the denoiser of a strategy that builds none."""
+    kept = without_keys(cfg, KEY_EXCLUDED)
+    cls = strategy_class(cfg["strategy"])
+    if not cls.trains_on_noise:  # a clean classifier serves every noise level
+        kept.pop("noise", None)
+    if not takes(cls, "denoiser"):
+        kept.pop("denoiser", None)
+    return kept
+
+
+def _targets(tree: Any) -> list[str]:
+    if isinstance(tree, Mapping):
+        found = [str(tree["_target_"])] if "_target_" in tree else []
+        return found + [t for v in tree.values() for t in _targets(v)]
+    if isinstance(tree, list):
+        return [t for v in tree for t in _targets(v)]
+    return []
+
+
+def _target_file(target: str) -> Path | None:
+    """The source file of the module a ``_target_`` lives in, unless it is ssd or a versioned package."""
+    if target.split(".")[0] in VERSIONED_PACKAGES:
+        return None
+    parts_ = target.split(".")
+    for cut in range(len(parts_), 0, -1):
+        spec = _find_spec_safely(".".join(parts_[:cut]))
+        if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
+            return Path(spec.origin).resolve()
+    return None
+
+
+def _find_spec_safely(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def code_files(cfg: Mapping[str, Any]) -> list[Path]:
+    """The files whose content is in a stage's key: ``TRAINING_SOURCES``, then each module outside ssd
+    (and outside the versioned packages) that the stage's config names as a ``_target_``."""
+    files: list[Path] = []
+    for rel in TRAINING_SOURCES:
+        path = PACKAGE_DIR / rel
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    for target in sorted(set(_targets(key_config(cfg)))):
+        found = _target_file(target)
+        if found is not None and found.suffix == ".py" and found not in files:
+            files.append(found)
+    return files
+
+
+def code_digest(files: list[Path]) -> str:
+    """sha256 over the names (relative to ssd where inside it) and contents of ``files``."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            name = str(path.relative_to(PACKAGE_DIR))
+        except ValueError:
+            name = path.name
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=1)
+def source_state() -> dict[str, Any]:
+    """The git commit of ssd's checkout and whether it has uncommitted changes (None outside git)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, timeout=20, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def data_fingerprint(datamodule: NoisyDataModule) -> dict[str, Any]:
@@ -115,34 +256,48 @@ def stage_config(run_cfg: Mapping[str, Any], role_cfg: Mapping[str, Any]) -> dic
             "set data.* for the whole run instead"
         )
     base = OmegaConf.create({k: v for k, v in run_cfg.items() if k != "strategy"})
-    merged = OmegaConf.merge(base, {"strategy": section}, overrides)
+    # init_from and eval_only are the main stage's (ssd.fit reads them there only): a required stage
+    # of an init_from run is the same network, and keyed the same, as everyone else's
+    merged = OmegaConf.merge(base, {"strategy": section, "init_from": None, "eval_only": False}, overrides)
     return OmegaConf.to_container(merged, resolve=True)
 
 
 def stage_key(
     cfg: Mapping[str, Any], required_keys: Mapping[str, str], fingerprint: Mapping[str, Any]
 ) -> str:
-    """Hash of everything that determines a trained stage (``required_keys``: its own stages' keys)."""
-    cls = strategy_class(cfg["strategy"])
-    data = {k: v for k, v in cfg["data"].items() if k not in KEY_DATA_IGNORED}
-    noise = {k: v for k, v in cfg["noise"].items() if k not in NOISE.reads} if cls.trains_on_noise else None
+    """Hash of everything that may decide a trained stage: its config less ``KEY_EXCLUDED``
+    (``key_config``), the data it trains on, the code that trains it (``code_files``), the versions
+    of ssd, torch and Lightning, and ``required_keys`` (its own stages' keys)."""
     versions = package_versions()
     payload = {
-        "data": data,
+        "config": key_config(cfg),
         "data_fingerprint": dict(fingerprint),
-        "noise": noise,
-        "model": cfg["model"],
-        "strategy": cfg["strategy"],
-        "optim": cfg["optim"],
-        "callbacks": cfg["callbacks"],  # early stopping changes what is trained
-        "trainer": {k: cfg["trainer"].get(k) for k in KEY_TRAINER_FIELDS},
-        **{k: cfg.get(k) for k in KEY_RUN_FIELDS},
+        "code": code_digest(code_files(cfg)),
         "requires": dict(required_keys),
         "versions": {k: versions[k] for k in ("ssd", "torch", "lightning")},
     }
-    if takes(cls, "denoiser"):  # it builds the configured denoiser network
-        payload["denoiser"] = cfg["denoiser"]
     return json_digest(payload, length=20)
+
+
+def partial_schedule(cfg: Mapping[str, Any], epochs: int | None) -> str | None:
+    """Why a trained stage did not run its full schedule (so it must never be published), or None.
+
+    ``epochs``: the epochs it trained. Cut short: ``trainer.fast_dev_run``, ``limit_train_batches``
+    below a whole epoch (a fraction < 1, or any batch count), and ``max_steps``/``max_time`` ending
+    training before ``max_epochs``. Early stopping (``callbacks``) ending early is the schedule itself.
+    An interrupted run raises and never gets here.
+    """
+    trainer = cfg["trainer"]
+    if trainer.get("fast_dev_run"):
+        return f"trainer.fast_dev_run={trainer['fast_dev_run']!r}"
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not (isinstance(limit, float) and limit >= 1.0):
+        return f"trainer.limit_train_batches={limit!r} trains part of each epoch"
+    max_epochs = trainer.get("max_epochs")
+    cut = [k for k in ("max_steps", "max_time") if trainer.get(k) not in (None, -1)]
+    if cut and (not isinstance(max_epochs, int) or max_epochs < 0 or (epochs or 0) < max_epochs):
+        return f"trainer.{cut[0]}={trainer[cut[0]]!r} ended it after {epochs} of {max_epochs} epochs"
+    return None
 
 
 def entry_name(cfg: Mapping[str, Any], key: str) -> str:

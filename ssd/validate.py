@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ssd import parts
+from ssd.cache import CACHE_MODES
 from ssd.config.annotations import Range, check_value
 from ssd.config.errors import ConfigError
 from ssd.config.resources import check_devices, check_writable, read_weights
@@ -80,6 +81,7 @@ class RunSettings(TypedDict):
     tags: list[str]
     sweep_name: str
     objective: Literal["test_acc", "val_acc"]
+    cache: Literal[CACHE_MODES]  # type: ignore[valid-type]
 
 
 # --------------------------------------------------------------------------- sections
