@@ -66,7 +66,8 @@ def test_a_cached_stage_reports_the_validation_accuracy_it_was_trained_with(tmp_
 
 def test_clean_model_collapses_on_strong_noise(tmp_path: Path) -> None:
     """The reference behaviour the whole project is about, on tiny data."""
-    proc = run_cli([*TINY, "strategy=clean", "trainer.max_epochs=3"], tmp_path)
+    # lr 0.05: at lr 0.1 this tiny run stays at chance on some CPUs (AVX2 fp32), and chance does not collapse
+    proc = run_cli([*TINY, "strategy=clean", "trainer.max_epochs=3", "optim.optimizer.lr=0.05"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = read_results(_run_dirs(tmp_path)[0])
     assert res["robustness"]["sigma=0.5"] < res["clean_acc"]
