@@ -10,6 +10,9 @@
 #   4. the online-teacher ablation at the first sigma, seeds ONLINE_SEEDS: ema_bn = ema, student, recompute;
 #   5. the controls at the other sigmas; 6. the table's rows for MORE_SEEDS at the first sigma.
 # Re-running with the same SSD_LOG_DIR resumes (finished jobs are skipped). Reports at the end.
+# Budget: ~50 stages (ResNet-20, 15 epochs, 5,085 images each). Measured 2026-12-02: a stage took ~33 min
+# wall (~21 CPU-min) in float32 on this project's AVX2 CPU (no native bf16; load 5-9), where the 2026-11-29
+# CPU with native bf16 took ~5 min: ~17 CPU-hours here, ~4 on that CPU, minutes per stage on a GPU.
 #   SSD_LOG_DIR=/tmp/claim nohup bash experiments/claim.sh > /tmp/claim.log 2>&1 &
 # Env: SIGMAS ("0.2 0.5"), SEEDS ("0 1 2"), MORE_SEEDS ("3 4"), ONLINE_SEEDS ("0 1"),
 #      DISTILL ("strategy.student_init=teacher"), SHARDS (one per core), SSD_LOG_DIR (outputs), PY.
