@@ -327,5 +327,5 @@ class DebugNotice(HydraCallback):
         log.info(
             "debug=%s: a debug run; stage cache %s (nothing from this run is stored there or read from it)",
             preset,
-            config.get("cache", "off"),
+            config.cache,
         )
