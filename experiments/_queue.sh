@@ -4,12 +4,16 @@
 # "LOG|overrides..." (LOG: the shard's log file under the sweep folder). Re-running resumes: ssd skips
 # finished jobs. Sourced by cpu_fidelity.sh and claim.sh; needs PY, LOG_DIR, CLAIMS and EXTRA set.
 
-run_queue() {  # run_queue SHARDS TASK...: run every task, SHARDS at a time
-  local shards=$1 shard pids=()
-  shift
+run_queue() {  # run_queue LABEL WALL_FILE SHARDS TASK...: run every task, SHARDS at a time; the wall time to WALL_FILE
+  local label=$1 wall_file=$2 shards=$3 shard pids=() start wall
+  shift 3
   QUEUE_TASKS=("$@")
+  start=$(date +%s)
   for (( shard = 0; shard < shards; shard++ )); do _queue_shard "$shard" & pids+=($!); done
   for pid in "${pids[@]}"; do wait "$pid"; done
+  rm -rf "$CLAIMS"
+  wall=$(( $(date +%s) - start ))
+  echo "$label: sweep finished in $wall s ($(( wall / 60 )) min) with $shards shard(s)" | tee "$wall_file"
 }
 
 _queue_shard() {

@@ -67,11 +67,7 @@ if (( ${#MORE_SEEDS[@]} )); then rows "$first" "${MORE_SEEDS[@]}"; fi
 
 EXTRA=("$@")
 echo "claim: $TABLE and $REGIME, sigmas ${SIGMAS[*]}, seeds ${SEEDS[*]} (+${MORE_SEEDS[*]:-none}), ${#tasks[@]} tasks, $SHARDS shard(s), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-start=$(date +%s)
-run_queue "$SHARDS" "${tasks[@]}"
-rm -rf "$CLAIMS"
-wall=$(( $(date +%s) - start ))
-echo "claim: sweep finished in $wall s ($(( wall / 60 )) min) with $SHARDS shard(s)" | tee "$TABLE/wall_time.txt"
+run_queue claim "$TABLE/wall_time.txt" "$SHARDS" "${tasks[@]}"
 
 "$PY" -m ssd.report.tuning "$REGIME" --against vanilla > "$REGIME/regime.md" || true
 "$PY" -m ssd.report "$TABLE" --out "$TABLE/report" \

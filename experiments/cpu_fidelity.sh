@@ -66,11 +66,7 @@ done
 
 EXTRA=("$@")
 echo "cpu_fidelity: $SWEEP_DIR, sigmas ${SIGMAS[*]}, seeds ${SEEDS[*]}, $SHARDS shard(s), beyond=$BEYOND"
-start=$(date +%s)
-run_queue "$SHARDS" "${tasks[@]}"
-rm -rf "$CLAIMS"
-wall=$(( $(date +%s) - start ))
-echo "cpu_fidelity: sweep finished in $wall s ($(( wall / 60 )) min) with $SHARDS shard(s)" | tee "$SWEEP_DIR/wall_time.txt"
+run_queue cpu_fidelity "$SWEEP_DIR/wall_time.txt" "$SHARDS" "${tasks[@]}"
 
 # the README's table: SSD (both teacher inputs) against each baseline, the beyond rows against SSD
 REPORT_OUT=${REPORT_OUT:-$SWEEP_DIR/report}
