@@ -130,11 +130,14 @@ def planned_jobs(sweep_dir: Path) -> int | None:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
-        task = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+        parser = OverridesParser.create()
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-        task += [f"{k}={v}" for k, v in params.items()]
+        task = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+        by_key = {}  # the command line replaces a key the config's sweeper.params also sweeps (Hydra's rule)
+        for override in parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + task):
+            by_key[override.key_or_group] = override
         total = 1
-        for override in OverridesParser.create().parse_overrides(task):
+        for override in by_key.values():
             if override.is_sweep_override():
                 total *= len(list(override.sweep_string_iterator()))
         return total

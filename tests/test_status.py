@@ -118,3 +118,13 @@ def test_a_bad_folder_exits_2_naming_it(
 def test_main_prints_the_status(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert status.main([str(sweep)]) == 0
     assert capsys.readouterr().out.startswith(f"{sweep}: 2 done")
+
+
+def test_the_command_line_replaces_what_the_experiment_sweeps(sweep: Path) -> None:
+    """An experiment's ``hydra.sweeper.params`` sweeps strategy x seed; the command line's ``strategy=`` and
+    ``seed=`` replace them (Hydra's rule), so the sweep is 2 jobs, not 3 x 2 x 2."""
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      strategy: clean,vanilla,self_distill\n      seed: 0,1\n"
+        "  overrides:\n    task:\n    - strategy=vanilla\n    - seed=0,1\n"
+    )
+    assert status.planned_jobs(sweep) == 2
