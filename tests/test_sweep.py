@@ -175,7 +175,7 @@ def test_wandb_run_of_a_sweep_job(tmp_path: Path) -> None:
         "ssd",
         "lab",
     )
-    assert init["name"] == "noise.sigma=0.1,seed=0,strategy=vanilla/main" and init["tags"] == ["paper"]
+    assert init["name"] == "vanilla-σ0.1-s0" and init["tags"] == ["paper"]
     assert init["config"] == cfg and init["resume"] == "allow"
     (again,) = build_loggers(cfg, stage)
     assert again._wandb_init["id"] == init["id"] == (stage_dir / "wandb_id.txt").read_text()  # noqa: SLF001 - a resumed stage continues its run
