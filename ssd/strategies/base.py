@@ -37,7 +37,6 @@ config, so they run before any data is read.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ssd.data.protocol import DataFacts
 from ssd.noise import NoiseModel, NoNoise, fixed_noisy
+from ssd.results import write_atomic
 from ssd.seeding import generator
 
 #: ``optimizer(params)``: the configured optimizer for these parameters (or parameter groups)
@@ -303,10 +303,9 @@ class NoisyImageModule(L.LightningModule):
         names = self.class_names()
         if names is not None:
             arrays["classes"] = np.array(names)
-        path = Path(self.trainer.default_root_dir) / name
-        tmp = path.with_name(f".{name}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)  # never a half-written file
+        write_atomic(
+            Path(self.trainer.default_root_dir) / name, lambda handle: np.savez_compressed(handle, **arrays)
+        )
         self._per_image = None
 
     def class_names(self) -> list[str] | None:
