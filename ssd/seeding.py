@@ -18,7 +18,6 @@ what an uninterrupted run draws, on every rank. The tags in use:
 * ``val-split``: which training images are held out for validation (from ``data.split_seed``);
 * ``loader``: DataLoader workers' decoding randomness (``FolderDataModule``), per rank;
 * ``global``: torch/numpy/random global RNGs at each epoch (``ssd.callbacks.EpochSeed``);
-* ``ema-bn``: the noise of the batches that recompute an EMA teacher's BatchNorm statistics;
 * ``eval-noise``: the key of fixed evaluation noise (``ssd.noise.fixed``: then one hash per image).
 """
 

@@ -220,6 +220,7 @@ CASES: list[tuple[str, str, str]] = [
     ("strategy=online_distill strategy.ema_decay=1.5", "strategy.ema_decay=1.5", "[0, 1)"),
     ("strategy=online_distill strategy.ema_decay=-0.1", "strategy.ema_decay=-0.1", "[0, 1)"),
     ("strategy=online_distill strategy.ema_bn_batches=0", "strategy.ema_bn_batches=0", "integer > 0"),
+    ("strategy=online_distill strategy.ema_bn_every=0", "strategy.ema_bn_every=0", "integer > 0"),
     ("strategy=online_distill strategy.warmup_epochs=-1", "strategy.warmup_epochs=-1", ">= 0"),
     ("strategy=joint strategy.classifier_lr=0", "strategy.classifier_lr=0", "> 0"),
     ("strategy=joint strategy.w_rec=-1", "strategy.w_rec=-1", ">= 0"),

@@ -163,7 +163,7 @@ def _bn_buffers(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["ema", "student", "recompute"])
 def test_ema_bn_modes_on_an_update(mode: str) -> None:
-    """ema: averaged like the weights; student: the student's copied; recompute: left to the epoch end."""
+    """ema: averaged like the weights; student: the student's copied; recompute: left to the recomputation."""
     module, _ = make_module(online_cfg(f"strategy.ema_bn={mode}", "strategy.ema_decay=0.5"))
     student, ema = module.net, module.ema.module
     module.update_ema()  # update 0 copies the student, buffers included
@@ -186,11 +186,32 @@ def test_ema_bn_modes_on_an_update(mode: str) -> None:
         assert torch.allclose(averaged, 0.5 * old + 0.5 * current)  # the weights: averaged in every mode
 
 
-def test_recompute_sets_the_statistics_of_the_averaged_weights_on_training_batches(
+def test_recompute_gives_the_teacher_its_own_statistics_before_its_first_forward() -> None:
+    """The divergence this fixes: recomputed only at epoch ends, the EMA kept its initial statistics
+    (mean 0, variance 1) through epoch 0, its features blew up and the student's loss went to NaN."""
+    from lightning import Trainer
+
+    module, datamodule = make_module(online_cfg("strategy.ema_bn=recompute", "data.batch_size=16"))
+    module.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    module.train()
+    x, _ = first_batch(datamodule)
+    x_noisy = module.add_noise(x)
+    initial = _bn_buffers(module.ema.module)
+    assert all(torch.all(v == (0 if "mean" in k else 1)) for k, v in initial.items())
+    view = module.teacher_view(x, x_noisy)  # step 0, as the training step calls it
+    twin = copy.deepcopy(module.ema.module)
+    torch.optim.swa_utils.update_bn([view], twin)
+    now = _bn_buffers(module.ema.module)
+    assert all(torch.allclose(now[k], v) for k, v in _bn_buffers(twin).items())
+    assert all(not torch.allclose(now[k], initial[k]) for k in now)
+
+
+def test_recompute_runs_every_ema_bn_every_steps_on_the_latest_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ema_bn=recompute: at every epoch end, torch.optim.swa_utils.update_bn on ``ema_bn_batches`` training
-    batches as the teacher sees them, for the averaged weights; the stored EMA holds those statistics."""
+    """ema_bn=recompute: torch.optim.swa_utils.update_bn at step 0, every ``ema_bn_every`` optimizer steps
+    and each epoch end, on this epoch's latest ``ema_bn_batches`` teacher views; the stored EMA holds the
+    last recomputation's statistics."""
     import ssd.strategies.online_distill as online
 
     calls: list[tuple[list[torch.Tensor], torch.nn.Module]] = []
@@ -204,11 +225,14 @@ def test_recompute_sets_the_statistics_of_the_averaged_weights_on_training_batch
         "trainer.max_epochs=2",
         "strategy.ema_bn=recompute",
         "strategy.ema_bn_batches=2",
+        "strategy.ema_bn_every=3",
     )
     module, datamodule = make_module(cfg)
     _, facts = load_data(cfg)
     trained, _ = fit_stage(cfg, "main", tmp_path / "main", datamodule, facts, {}, "test")
-    assert len(calls) == 2 and all(len(views) == 2 and net is trained.ema.module for views, net in calls)
+    # 4 steps an epoch: steps 0 and 3, epoch 0's end, step 6, epoch 1's end (the views cleared at epoch start)
+    assert [len(views) for views, _ in calls] == [1, 2, 2, 2, 2]
+    assert all(net is trained.ema.module for _, net in calls)
     assert all(v.shape == (16, 3, 16, 16) for v in calls[-1][0])
     twin = copy.deepcopy(trained.ema.module)
     real(calls[-1][0], twin)  # the averaged weights' statistics on the last recomputation's batches

@@ -15,9 +15,13 @@ Its BatchNorm statistics (``strategy.ema_bn``):
 
 * ``ema``: averaged like the weights (integer buffers such as ``num_batches_tracked`` copied);
 * ``student``: the student's own running statistics, copied at every update;
-* ``recompute``: computed for the averaged weights at the end of every training epoch, on
-  ``ema_bn_batches`` training batches as the teacher sees them (``torch.optim.swa_utils.update_bn``,
-  averaged over DDP ranks); between recomputations the updates leave them as they are.
+* ``recompute``: computed for the averaged weights (``torch.optim.swa_utils.update_bn``, averaged
+  over DDP ranks) before the first teacher forward, every ``ema_bn_every`` optimizer steps and at
+  every epoch end, on the last ``ema_bn_batches`` training batches exactly as the teacher saw them
+  (kept from this epoch's steps: no extra loading, no extra random draws, and a run resumed at an
+  epoch boundary recomputes what an uninterrupted one does). Recomputing only at epoch ends, as
+  SWA does for a model used once at the end, left the teacher on its initial statistics (mean 0,
+  variance 1) for all of epoch 0: its features blew up and the student diverged.
 
 The step is ``Distillation``'s (same taps, feature losses, ``teacher_input``, ``lambda``),
 except that the distillation term is scaled by a warm-up ramp, linear in optimizer steps from
@@ -31,18 +35,17 @@ a stage evaluated again from its folder, from the cache or by ``eval_only`` test
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssd.config import Range
 from ssd.config.errors import ConfigError
-from ssd.seeding import generator
 from ssd.strategies.distill import Distillation, _unwrapped
 
 #: where the EMA teacher's BatchNorm statistics come from
@@ -66,7 +69,8 @@ class OnlineDistillation(Distillation):
         ema_decay: ``d``, in [0, 1) (1 would never move the teacher).
         warmup_epochs: epochs over which the distillation term ramps from 0 to 1 (0: no ramp).
         ema_bn: where the EMA's BatchNorm statistics come from (module docstring).
-        ema_bn_batches: training batches that recompute them (``ema_bn=recompute``).
+        ema_bn_batches: the latest training batches that recompute them (``ema_bn=recompute``).
+        ema_bn_every: optimizer steps between recomputations (``ema_bn=recompute``).
     """
 
     def __init__(
@@ -76,11 +80,16 @@ class OnlineDistillation(Distillation):
         warmup_epochs: Annotated[float, Range(ge=0)],
         ema_bn: EmaBatchNorm,
         ema_bn_batches: Annotated[int, Range(gt=0)],
+        ema_bn_every: Annotated[int, Range(gt=0)],
         **distillation: Any,
     ):
         self.ema_decay = float(ema_decay)
         self.ema_bn = ema_bn
         self.ema_bn_batches = int(ema_bn_batches)
+        self.ema_bn_every = int(ema_bn_every)
+        #: the teacher's views of this epoch's latest batches (ema_bn=recompute), and the step last recomputed
+        self._bn_views: deque[Tensor] = deque(maxlen=self.ema_bn_batches)
+        self._bn_step: int | None = None
         self.warmup_epochs = float(warmup_epochs)
         self.warmup_steps: int | None = None  # set when a fit starts
         if distillation.get("adapter"):
@@ -161,27 +170,30 @@ class OnlineDistillation(Distillation):
         """The warm-up ramp at this optimizer step (1 outside a fit, where there are no steps to count)."""
         return 1.0 if self.warmup_steps is None else warmup_scale(int(self.global_step), self.warmup_steps)
 
+    def teacher_view(self, x: Tensor, x_noisy: Tensor) -> Tensor:
+        """The teacher's view; under ``ema_bn=recompute`` also kept, and the statistics recomputed when due."""
+        view = super().teacher_view(x, x_noisy)
+        if self.ema_bn == "recompute" and self.training:
+            self._bn_views.append(view.detach())
+            step = int(self.global_step)  # step 0: before the teacher's first forward of the fit
+            if step % self.ema_bn_every == 0 and self._bn_step != step:  # once per step (accumulation)
+                self.recompute_ema_batchnorm()
+                self._bn_step = step
+        return view
+
+    def on_train_epoch_start(self) -> None:
+        """Each epoch recomputes from its own batches (a run resumed here then does what an unbroken one does)."""
+        self._bn_views.clear()
+
     def on_train_epoch_end(self) -> None:
-        if self.ema_bn == "recompute":
-            self.recompute_ema_batchnorm()
+        if self.ema_bn == "recompute" and self._bn_views:
+            self.recompute_ema_batchnorm()  # the statistics of the weights the epoch ended with
 
     @torch.no_grad()
     def recompute_ema_batchnorm(self) -> None:
-        """BatchNorm statistics of the averaged weights, from ``ema_bn_batches`` training batches as the
-        teacher sees them (its own ``ema-bn`` noise stream), averaged over ranks."""
-        loader = self.trainer.train_dataloader
-        noise_gen = generator(
-            self.stage_seed, "ema-bn", self.global_rank, int(self.current_epoch), self.device
-        )
-        views = []
-        for i, batch in enumerate(loader):
-            if i >= self.ema_bn_batches:
-                break
-            x, _, _ = self.trainer.datamodule.on_after_batch_transfer(
-                move_data_to_device(batch, self.device), 0
-            )
-            views.append(x if self.teacher_input == "clean" else self.noise(x, generator=noise_gen))
-        update_bn(views, self.ema.module)
+        """BatchNorm statistics of the averaged weights, from the latest ``ema_bn_batches`` training batches
+        as the teacher saw them, averaged over ranks."""
+        update_bn(list(self._bn_views), self.ema.module)
         self.ema.eval()
         for module in self.ema.module.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
