@@ -1,8 +1,8 @@
 """Lightning callbacks: the ones ssd adds to every trainer, and the configurable ones of ``conf/callbacks``.
 
 Every stage gets ``last_checkpoint`` (what a re-run resumes from), ``TrainThroughput``,
-``EpochSamples``, ``EpochSeed``, ``FiniteLossGuard`` and ``EvaluationMedia``: the pipeline relies on
-them. The ``callbacks`` config section adds the rest by ``_target_``; a target that takes ``stage=``
+``EpochSamples``, ``EpochHistory``, ``EpochSeed``, ``FiniteLossGuard`` and ``EvaluationMedia``: the
+pipeline relies on them. The ``callbacks`` config section adds the rest by ``_target_``; a target that takes ``stage=``
 gets the stage's ``ssd.loggers.StageInfo`` and may return None when it has nothing to do for that
 stage (``best_checkpoint`` without validation, ``lr_monitor`` without a logger).
 
@@ -114,6 +114,29 @@ class TrainThroughput(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seconds = float(state_dict.get("seconds", 0.0))
         self.images = int(state_dict.get("images", 0))
+
+
+class EpochHistory(L.Callback):
+    """Each training epoch's scalar metrics (``epoch``, ``step`` and every logged value at the epoch's end:
+    training means, validation, learning rate), kept with the stage (``stage.json``, the cache entry) so a
+    stage served from the cache shows its training curves on the loggers of the job that reuses it
+    (``ssd.loggers.replay_history``). Saved in checkpoints: a resumed fit keeps its earlier epochs."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step)}
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1 and not name.startswith("test/"):
+                row[name] = float(value)
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
 
 
 class EpochSamples(L.Callback):

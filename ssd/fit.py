@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from ssd.callbacks import (
+    EpochHistory,
     EpochSamples,
     EpochSeed,
     EvaluationMedia,
@@ -35,7 +36,7 @@ from ssd.config import Range
 from ssd.console import OneLineSummary
 from ssd.console import setup as setup_console
 from ssd.data.protocol import DataFacts, NoisyDataModule
-from ssd.loggers import finish_loggers
+from ssd.loggers import finish_loggers, replay_history, wandb_run_ref
 from ssd.parts import build_callbacks, build_loggers, build_strategy, strategy_class
 from ssd.results import write_atomic
 from ssd.seeding import stage_seed
@@ -181,6 +182,8 @@ def fit_stage(
     weights: str | Path | None = None,
     label: str | None = None,
     frozen_seeds: Mapping[str, int | None] | None = None,
+    history: Sequence[Mapping[str, float]] = (),
+    provenance: Mapping[str, Any] | None = None,
 ) -> tuple[NoisyImageModule, dict[str, Any]]:
     """Fit (resuming from ``last.ckpt`` when present) and test one stage; return (module, metrics).
 
@@ -188,6 +191,9 @@ def fit_stage(
     global RNGs) derives from ``stage_seed(cfg)``, so a teacher and its student never share them.
     ``weights``: a trained stage (e.g. from the stage cache) to test instead of training.
     ``label``: the stage's name on its progress bars (``[1/2] teacher vanilla``).
+    ``history``: a stage evaluated from the cache: its original training curves, shown on its loggers.
+    ``provenance``: where this stage (when from the cache) and the stages it requires came from, logged
+    as hyperparameters (``ssd.loggers.replay_history``).
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     seed = stage_seed(cfg)
@@ -219,11 +225,12 @@ def fit_stage(
     )
     loggers = build_loggers(cfg, stage)
     stage = dataclasses.replace(stage, logs=bool(loggers))
-    throughput, samples = TrainThroughput(), EpochSamples()
+    throughput, samples, epochs = TrainThroughput(), EpochSamples(), EpochHistory()
     callbacks = [
         last_checkpoint(stage),
         throughput,
         samples,
+        epochs,
         EpochSeed(seed),
         FiniteLossGuard(),  # a NaN/inf loss or weight fails the stage, never publishes it
         EvaluationMedia(),
@@ -233,6 +240,8 @@ def fit_stage(
     trainer = build_trainer(cfg, stage, loggers, callbacks)
     if resume_from:
         log.info("stage %s: resuming from %s", role, resume_from)
+    if loggers and (history or provenance):
+        replay_history(loggers, history if evaluate_only else (), provenance or {})
     exit_code = 1
     try:
         start = time.perf_counter()
@@ -249,6 +258,7 @@ def fit_stage(
         val_acc = None if val_acc is None else float(val_acc)
         tested = trainer.test(module, datamodule=datamodule, verbose=False)
         test_seconds = time.perf_counter() - start - fit_seconds
+        wandb_run = wandb_run_ref(loggers)
         exit_code = 0
     finally:
         finish_loggers(loggers, exit_code)
@@ -266,6 +276,8 @@ def fit_stage(
         "robustness": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("curve/")},
         "per_class": module.per_class,  # per-class accuracy and confusion matrices of the test
         "epochs": int(trainer.current_epoch),
+        "history": epochs.rows,  # per-epoch training metrics (empty when evaluated only)
+        "wandb": wandb_run,  # this stage's W&B run (id, project, entity, url), if it logged to W&B
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "train_images_per_s": throughput.images_per_second,

@@ -6,7 +6,8 @@ folder, its role, the run's group, its config) plus the section's own keys, and 
 Lightning ``Logger``: ``csv``, ``tensorboard`` and ``wandb`` below, or one of your own. So a
 pipeline shows on W&B as one run per stage (job type ``teacher``/``main``/...) grouped under the
 run or sweep. ``finish_logger`` closes a W&B run with the job's exit code, so a crashed job never
-shows as "finished".
+shows as "finished". A stage served from the stage cache shows its original training curves
+(``replay_history``) and links the W&B run that trained it (``wandb_run_ref``, kept in the entry).
 """
 
 from __future__ import annotations
@@ -175,6 +176,36 @@ def finish_loggers(loggers: Sequence[Logger], exit_code: int = 0) -> None:
                 logger.experiment.finish(exit_code=exit_code)
         else:
             logger.finalize("success" if exit_code == 0 else "failed")
+
+
+def wandb_run_ref(loggers: Sequence[Logger]) -> dict[str, Any] | None:
+    """Where a stage's W&B run lives (``id``, ``project``, ``entity``, ``url``; the url is known online
+    only), kept with a cached stage so a job that reuses it links the run that trained it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
+            run = logger.experiment
+            ref = {"id": run.id, "project": run.project, "entity": run.entity, "url": None}
+            try:
+                ref["url"] = run.url or None  # offline: None
+            except Exception:  # noqa: BLE001 - an offline run may not know its url
+                ref["url"] = None
+            return ref
+    return None
+
+
+@rank_zero_only
+def replay_history(
+    loggers: Sequence[Logger], history: Sequence[Mapping[str, float]], provenance: Mapping[str, Any]
+) -> None:
+    """A stage that is evaluated, not trained, here (its weights from the stage cache): its original
+    training curves, one point per epoch at the epoch's optimizer step, and where it came from
+    (``provenance``: cache entry, when and by which commit, its original W&B run) as hyperparameters."""
+    for logger in loggers:
+        if provenance:
+            logger.log_hyperparams({"provenance": dict(provenance)})
+        for row in history:
+            metrics = {k: float(v) for k, v in row.items() if k != "step"}
+            logger.log_metrics(metrics, step=int(row["step"]))
 
 
 @rank_zero_only

@@ -70,7 +70,31 @@ log = logging.getLogger(__name__)
 # image-quality test metrics (denoising strategies) copied into results.json when a stage reports them
 IMAGE_METRICS = ("psnr", "ssim", "psnr_noisy")
 # what a stage record keeps of a cached stage's training (cost accounting in reports)
-CACHED_FIELDS = ("metrics", "val_acc", "created", "fit_seconds", "epochs", "train_images_per_s", "stage_seed")
+# and its training curves and W&B run (shown and linked by a job that reuses it: ssd.loggers.replay_history)
+CACHED_FIELDS = (
+    "metrics",
+    "val_acc",
+    "created",
+    "fit_seconds",
+    "epochs",
+    "train_images_per_s",
+    "stage_seed",
+    "history",
+    "wandb",
+)
+
+
+def provenance(role: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a stage's weights came from, for its loggers: the source (train, run, cache, ckpt), the cache
+    entry, when it was trained, and the W&B run that trained it (its url online, else its id)."""
+    run = record.get("wandb") or {}
+    return {
+        "role": role,
+        "source": record.get("source"),
+        "entry": record.get("name"),
+        "created": record.get("created"),
+        "wandb": run.get("url") or run.get("id"),
+    }
 
 
 def launch_id() -> str:
@@ -241,6 +265,10 @@ class Pipeline:
             )
             weights = None if plan["source"] == "train" else Path(plan["net"])
             if weights is None or main:
+                cached = plan.get("cached") or {}
+                origins = {r: provenance(r, rec) for r, rec in sub_records.items()}
+                if plan["source"] == "cache":
+                    origins[role] = provenance(role, {**cached, "source": "cache", "name": name})
                 module, result = fit_stage(
                     cfg,
                     role,
@@ -252,6 +280,8 @@ class Pipeline:
                     weights,
                     label,
                     sub_seeds,
+                    history=cached.get("history") or (),
+                    provenance=origins,
                 )
                 record.update(result)
             else:
@@ -271,7 +301,7 @@ class Pipeline:
                 known = plan.get("cached") or {}
             # the main stage keeps its fresh test metrics; its training cost is the original training's
             fields = (
-                ("fit_seconds", "epochs", "train_images_per_s", "created", "val_acc")
+                ("fit_seconds", "epochs", "train_images_per_s", "created", "val_acc", "history")
                 if main
                 else CACHED_FIELDS
             )

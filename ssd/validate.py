@@ -94,6 +94,31 @@ def _check_run_keys(cfg: Mapping[str, Any]) -> None:
     missing = [k for k in (*hints, *GROUPS) if k not in cfg]
     if missing:
         raise ConfigError(f"{missing[0]} is missing from the config (conf/config.yaml defines it)")
+    if not str(cfg["run_name"]).strip():
+        raise ConfigError(
+            f"run_name={cfg['run_name']!r} is not allowed: must be a non-empty name (it names the run's folder, "
+            "outputs/runs/<run_name>/<time>)"
+        )
+
+
+def _check_warmups(cfg: Mapping[str, Any]) -> None:
+    """A learning-rate warm-up longer than the run never reaches the schedule's rate (it was silently cut
+    to the run's length): allowed up to ``trainer.max_epochs``, when the run is counted in epochs. (An
+    online teacher's distillation ramp may outlast a short smoke run: it is not checked here.)"""
+    epochs = cfg["trainer"].get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        return
+    optims = {"optim": cfg["optim"], "strategy.optim": cfg["strategy"].get("optim")}
+    warmups = {
+        f"{key}.scheduler.warmup_epochs": (o or {}).get("scheduler", {}).get("warmup_epochs")
+        for key, o in optims.items()
+    }
+    for key, value in warmups.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > epochs:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed: must be <= trainer.max_epochs ({epochs}): a warm-up longer "
+                "than the run never ends"
+            )
 
 
 def _hints(typed: type) -> dict[str, Any]:
@@ -169,6 +194,7 @@ def check_sections(cfg: Mapping[str, Any]) -> None:
     _check_entries(cfg, "logger", parts.LOGGER)
     _check_entries(cfg, "callbacks", parts.CALLBACK)
     _check_strategy(cfg["strategy"])
+    _check_warmups(cfg)
     if cfg["eval_only"] and cfg["init_from"] is None:
         raise ConfigError(
             "eval_only=True is not allowed: needs init_from=<net.pt or .ckpt>: the weights to evaluate"

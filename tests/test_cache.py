@@ -139,6 +139,7 @@ def _quick_train_stage(
     weights: Any = None,
     label: Any = None,
     frozen_seeds: Any = None,
+    **shown: Any,
 ) -> Any:
     """Stands in for ssd.fit.fit_stage in the race: no fitting, but it holds the lock for a while."""
     from ssd.fit import build_module

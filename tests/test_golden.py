@@ -78,7 +78,9 @@ def test_every_strategy_is_pinned() -> None:
 @pytest.mark.parametrize("strategy", sorted(PINNED))
 def test_a_tiny_run_computes_what_it_computed(strategy: str, shared: Path) -> None:
     if CPU not in PINNED_BY_CPU:
-        pytest.skip(f"no pins for CPU capability {CPU!r} (pinned: {', '.join(PINNED_BY_CPU)}); see the docstring")
+        pytest.skip(
+            f"no pins for CPU capability {CPU!r} (pinned: {', '.join(PINNED_BY_CPU)}); see the docstring"
+        )
     results = run_config(compose_cfg([*GOLDEN, f"strategy={strategy}"], shared), shared / strategy, "golden")
     psnr = results.get("psnr")
     got = (results["test_acc"], results["clean_acc"], None if psnr is None else round(psnr, 4))

@@ -3,6 +3,7 @@ predictions; ``ssd-export`` writes it as TorchScript that gives the same logits.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,25 @@ def test_torchscript_export_round_trip(
     _, noisy, _ = run_test_images(results)  # another batch size than the trace's
     with torch.no_grad():
         torch.testing.assert_close(scripted(noisy), ssd.load(run_dir)(noisy), rtol=0, atol=1e-5)
+
+
+ONNX_RUNTIME = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
+
+
+@pytest.mark.skipif(not ONNX_RUNTIME, reason="needs onnx and onnxruntime (pip install onnx onnxruntime)")
+def test_onnx_export_round_trip(
+    tiny_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ONNX file, run by onnxruntime at another batch size than the export's, gives the network's logits."""
+    import onnxruntime
+
+    run_dir, results = tiny_run
+    out = run_dir / "exported.onnx"
+    assert export_main([str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "largest difference from the network" in printed
+    _, noisy, _ = run_test_images(results)
+    session = onnxruntime.InferenceSession(str(out))
+    (logits,) = session.run(None, {"images": noisy.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), ssd.load(run_dir)(noisy), rtol=1e-5, atol=1e-4)

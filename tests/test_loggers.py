@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from ssd.loggers import StageWandbLogger, _wandb_run_id, run_name
 from ssd.parts import build_loggers
 from ssd.stage_info import StageInfo
-from tests.helpers import REPO, TINY, compose_cfg
+from tests.helpers import REPO, TINY, compose_cfg, read_results
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +93,38 @@ def test_the_wandb_sweep_example_runs_ssd_with_valid_overrides(tmp_path: Path) -
 def test_the_cpu_preset_logs_to_csv_and_the_default_is_wandb(tmp_path: Path) -> None:
     assert list(compose_cfg([], tmp_path).logger) == ["wandb"]
     assert list(compose_cfg(["experiment=cpu_quick"], tmp_path).logger) == ["csv"]
+
+
+def test_a_stage_from_the_cache_shows_its_training_history_and_links_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose stage comes from the stage cache logs that stage's original per-epoch curves (at their
+    optimizer steps) on its own loggers, and where it came from (cache entry, original W&B run)."""
+    import csv
+    import json
+
+    from ssd.run import run_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [*TINY, "logger=many", "data.train=64", "data.test=16", "data.val_size=16", "trainer.max_epochs=2"]
+    first = run_config(compose_cfg(args, tmp_path), tmp_path / "first", "g")
+    trained = first["stages"]["main"]
+    assert trained["source"] == "train" and [row["epoch"] for row in trained["history"]] == [0, 1]
+    assert {"train/loss_epoch", "val/acc"} <= set(trained["history"][-1])
+    run_id = (tmp_path / "first" / "main" / "wandb_id.txt").read_text()
+    assert trained["wandb"]["id"] == run_id
+    assert read_results(tmp_path / "first")["stages"]["main"]["history"] == trained["history"]
+    (entry,) = (tmp_path / "cache" / "stages").glob("*/meta.json")
+    assert json.loads(entry.read_text())["history"] == trained["history"]
+
+    again = run_config(compose_cfg(args, tmp_path), tmp_path / "again", "g")
+    reused = again["stages"]["main"]
+    assert reused["source"] == "cache" and reused["history"] == trained["history"]
+    with (tmp_path / "again" / "main" / "metrics.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("train/loss_epoch")]
+    assert [(int(r["step"]), float(r["train/loss_epoch"])) for r in rows] == [
+        (h["step"], h["train/loss_epoch"]) for h in trained["history"]
+    ]
+    hparams = yaml.safe_load((tmp_path / "again" / "main" / "hparams.yaml").read_text())
+    assert hparams["provenance"]["main"]["source"] == "cache"
+    assert hparams["provenance"]["main"]["wandb"] == run_id  # offline: the run's id (online: its url)

@@ -91,7 +91,13 @@ def test_job_id_of_an_array_task(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_cli_preview_and_off_cluster_exit(tmp_path: Path) -> None:
     """The real command line: ``ssd -m hydra/launcher=slurm``, on a machine without SLURM."""
-    base = ["hydra.mode=MULTIRUN", "hydra/launcher=slurm", "strategy=vanilla,clean", "sweep_name=cli", "data=synthetic"]
+    base = [
+        "hydra.mode=MULTIRUN",
+        "hydra/launcher=slurm",
+        "strategy=vanilla,clean",
+        "sweep_name=cli",
+        "data=synthetic",
+    ]
     shown = run_cli([*base, "+slurm_preview=true"], tmp_path, env=ONE_THREAD)
     assert shown.returncode == 0, shown.stderr
     assert "#SBATCH --job-name=ssd-cli" in shown.stdout and "#SBATCH --array=0-1%" in shown.stdout

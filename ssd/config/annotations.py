@@ -72,6 +72,10 @@ NoiseStd = Annotated[float, Range(ge=0, le=10)]
 Photons = Annotated[float, Range(gt=0, le=1e6)]
 #: a loss term's weight: beyond 1e6 the term is all the loss there is, and overflows float32 on a large feature loss
 LossWeight = Annotated[float, Range(ge=0, le=1e6)]
+#: an image side in pixels: below 8, a CIFAR ResNet's downsampling (x4) leaves less than 2x2 to classify
+ImageSide = Annotated[int, Range(ge=8, le=4096)]
+#: images generated in memory (synthetic data): a million 32x32 RGB images are 3 GB already
+GeneratedImages = Annotated[int, Range(gt=0, le=1_000_000)]
 
 
 def _num(value: float | None) -> str:

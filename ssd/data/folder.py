@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssd import seeding
 from ssd.config import Range
-from ssd.data.base import PositiveInt, ShardedDataModule
+from ssd.config.annotations import ImageSide
+from ssd.data.base import ShardedDataModule
 from ssd.data.protocol import Batch
 from ssd.data.roots import absolute_path
 from ssd.data.splits import carve_validation
@@ -176,7 +177,7 @@ class FolderDataModule(ShardedDataModule):
     def __init__(
         self,
         root: str | Path,
-        image_size: PositiveInt,
+        image_size: ImageSide,
         num_workers: Annotated[int, Range(ge=0)],
         check_images: bool,
         pin_memory: bool | None = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from ssd.config import Range
+from ssd.config.annotations import GeneratedImages, ImageSide
 from ssd.data.base import PositiveInt
 from ssd.data.memory import Arrays, InMemoryDataModule
 
@@ -47,9 +48,9 @@ class SyntheticDataModule(InMemoryDataModule):
     def __init__(
         self,
         num_classes: PositiveInt,
-        image_size: PositiveInt,
-        train: PositiveInt,
-        test: PositiveInt,
+        image_size: ImageSide,
+        train: GeneratedImages,
+        test: GeneratedImages,
         data_seed: Annotated[int, Range(ge=0)] = 0,
         *,
         padding: int | None = None,
