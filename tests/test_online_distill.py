@@ -186,32 +186,31 @@ def test_ema_bn_modes_on_an_update(mode: str) -> None:
         assert torch.allclose(averaged, 0.5 * old + 0.5 * current)  # the weights: averaged in every mode
 
 
-def test_recompute_gives_the_teacher_its_own_statistics_before_its_first_forward() -> None:
-    """The divergence this fixes: recomputed only at epoch ends, the EMA kept its initial statistics
-    (mean 0, variance 1) through epoch 0, its features blew up and the student's loss went to NaN."""
+def test_recompute_gives_the_teacher_its_own_statistics_from_the_first_update() -> None:
+    """The divergence this fixes: recomputed only at epoch ends, the EMA kept the statistics its first
+    update copies from the student (after one step, nearly mean 0 / variance 1) through epoch 0, its
+    features blew up and the student's loss went to NaN."""
     from lightning import Trainer
 
     module, datamodule = make_module(online_cfg("strategy.ema_bn=recompute", "data.batch_size=16"))
     module.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     module.train()
     x, _ = first_batch(datamodule)
-    x_noisy = module.add_noise(x)
-    initial = _bn_buffers(module.ema.module)
-    assert all(torch.all(v == (0 if "mean" in k else 1)) for k, v in initial.items())
-    view = module.teacher_view(x, x_noisy)  # step 0, as the training step calls it
+    view = module.teacher_view(x, module.add_noise(x))  # as the training step calls it
+    module.update_ema()  # the first update: the student's weights and buffers copied, then recomputed
     twin = copy.deepcopy(module.ema.module)
     torch.optim.swa_utils.update_bn([view], twin)
-    now = _bn_buffers(module.ema.module)
+    now, student = _bn_buffers(module.ema.module), _bn_buffers(module.net)
     assert all(torch.allclose(now[k], v) for k, v in _bn_buffers(twin).items())
-    assert all(not torch.allclose(now[k], initial[k]) for k in now)
+    assert all(not torch.allclose(now[k], student[k]) for k in now)
 
 
 def test_recompute_runs_every_ema_bn_every_steps_on_the_latest_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ema_bn=recompute: torch.optim.swa_utils.update_bn at step 0, every ``ema_bn_every`` optimizer steps
-    and each epoch end, on this epoch's latest ``ema_bn_batches`` teacher views; the stored EMA holds the
-    last recomputation's statistics."""
+    """ema_bn=recompute: torch.optim.swa_utils.update_bn after the first update, every ``ema_bn_every``-th
+    one and each epoch end, on this epoch's latest ``ema_bn_batches`` teacher views; the stored EMA holds
+    the last recomputation's statistics."""
     import ssd.strategies.online_distill as online
 
     calls: list[tuple[list[torch.Tensor], torch.nn.Module]] = []
@@ -230,7 +229,7 @@ def test_recompute_runs_every_ema_bn_every_steps_on_the_latest_batches(
     module, datamodule = make_module(cfg)
     _, facts = load_data(cfg)
     trained, _ = fit_stage(cfg, "main", tmp_path / "main", datamodule, facts, {}, "test")
-    # 4 steps an epoch: steps 0 and 3, epoch 0's end, step 6, epoch 1's end (the views cleared at epoch start)
+    # 4 steps an epoch: updates 0 and 3, epoch 0's end, update 6, epoch 1's end (views cleared at epoch start)
     assert [len(views) for views, _ in calls] == [1, 2, 2, 2, 2]
     assert all(net is trained.ema.module for _, net in calls)
     assert all(v.shape == (16, 3, 16, 16) for v in calls[-1][0])

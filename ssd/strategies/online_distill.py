@@ -16,12 +16,13 @@ Its BatchNorm statistics (``strategy.ema_bn``):
 * ``ema``: averaged like the weights (integer buffers such as ``num_batches_tracked`` copied);
 * ``student``: the student's own running statistics, copied at every update;
 * ``recompute``: computed for the averaged weights (``torch.optim.swa_utils.update_bn``, averaged
-  over DDP ranks) before the first teacher forward, every ``ema_bn_every`` optimizer steps and at
-  every epoch end, on the last ``ema_bn_batches`` training batches exactly as the teacher saw them
-  (kept from this epoch's steps: no extra loading, no extra random draws, and a run resumed at an
-  epoch boundary recomputes what an uninterrupted one does). Recomputing only at epoch ends, as
-  SWA does for a model used once at the end, left the teacher on its initial statistics (mean 0,
-  variance 1) for all of epoch 0: its features blew up and the student diverged.
+  over DDP ranks) after the first update and every ``ema_bn_every``-th one, and at every epoch end,
+  on the last ``ema_bn_batches`` training batches exactly as the teacher saw them (kept from this
+  epoch's steps: no extra loading, no extra random draws, and a run resumed at an epoch boundary
+  recomputes what an uninterrupted one does). Recomputing only at epoch ends, as SWA does for a
+  model used once at the end, left the teacher with the statistics the first update copies (the
+  student's after one step, nearly mean 0 / variance 1) for all of epoch 0: its features blew up
+  and the student diverged.
 
 The step is ``Distillation``'s (same taps, feature losses, ``teacher_input``, ``lambda``),
 except that the distillation term is scaled by a warm-up ramp, linear in optimizer steps from
@@ -87,9 +88,8 @@ class OnlineDistillation(Distillation):
         self.ema_bn = ema_bn
         self.ema_bn_batches = int(ema_bn_batches)
         self.ema_bn_every = int(ema_bn_every)
-        #: the teacher's views of this epoch's latest batches (ema_bn=recompute), and the step last recomputed
+        #: the teacher's views of this epoch's latest batches (ema_bn=recompute)
         self._bn_views: deque[Tensor] = deque(maxlen=self.ema_bn_batches)
-        self._bn_step: int | None = None
         self.warmup_epochs = float(warmup_epochs)
         self.warmup_steps: int | None = None  # set when a fit starts
         if distillation.get("adapter"):
@@ -146,10 +146,15 @@ class OnlineDistillation(Distillation):
             a.copy_(c)
 
     def update_ema(self) -> None:
-        """One EMA step toward the student's current weights (after each optimizer step)."""
-        self._decay = ema_decay_at(self._updates, self.ema_decay)
+        """One EMA step toward the student's current weights (after each optimizer step); under
+        ``ema_bn=recompute``, the first update (which copies the student, buffers too) and every
+        ``ema_bn_every``-th one are followed by the statistics of the new weights."""
+        update = self._updates
+        self._decay = ema_decay_at(update, self.ema_decay)
         self.ema.update_parameters(_unwrapped(self.net))
         self._updates += 1
+        if self.ema_bn == "recompute" and update % self.ema_bn_every == 0 and self._bn_views:
+            self.recompute_ema_batchnorm()
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -171,14 +176,10 @@ class OnlineDistillation(Distillation):
         return 1.0 if self.warmup_steps is None else warmup_scale(int(self.global_step), self.warmup_steps)
 
     def teacher_view(self, x: Tensor, x_noisy: Tensor) -> Tensor:
-        """The teacher's view; under ``ema_bn=recompute`` also kept, and the statistics recomputed when due."""
+        """The teacher's view; under ``ema_bn=recompute`` also kept for the next recomputation."""
         view = super().teacher_view(x, x_noisy)
         if self.ema_bn == "recompute" and self.training:
             self._bn_views.append(view.detach())
-            step = int(self.global_step)  # step 0: before the teacher's first forward of the fit
-            if step % self.ema_bn_every == 0 and self._bn_step != step:  # once per step (accumulation)
-                self.recompute_ema_batchnorm()
-                self._bn_step = step
         return view
 
     def on_train_epoch_start(self) -> None:
