@@ -20,11 +20,11 @@ $(BIN)/ssd-installed: pyproject.toml setup.py Makefile tools/patch_torchvision.p
 	$(BIN)/python -c "import ssd, lightning, torchvision, hydra; print('ssd installed: torch', __import__('torch').__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
-test: install          ## fast suite (a few minutes on 2 CPU cores)
-	$(BIN)/pytest -q
+test: install          ## fast suite, one worker per core (pytest-xdist; whole test files per worker)
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test-all: install      ## everything, slow end-to-end and real-data tests included
-	$(BIN)/pytest -q -m "slow or not slow"
+	$(BIN)/pytest -q -n auto --dist loadfile -m "slow or not slow"
 
 lint: install
 	$(BIN)/ruff check ssd tests tools

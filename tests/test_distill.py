@@ -541,6 +541,7 @@ def test_teacher_ablation_errors_name_the_key(overrides: list[str], message: str
     assert message in str(err.value)
 
 
+@pytest.mark.slow  # ~40 s; generations' config and cache keys have fast tests
 def test_generation_2_is_taught_by_generation_1_from_the_cache(tmp_path: Path) -> None:
     """Born-again chain end to end: a plain self_distill run IS generation 1, and generation 2 reuses it."""
     first = run_cli([*E2E, "strategy=self_distill", f"hydra.run.dir={tmp_path}/gen1"], tmp_path)

@@ -13,7 +13,7 @@ def _run_dirs(tmp_path: Path) -> list[Path]:
     return sorted(p.parent for p in (tmp_path / "outputs").rglob("results.json"))
 
 
-@pytest.mark.parametrize("strategy", ["vanilla", "clean"])
+@pytest.mark.parametrize("strategy", ["vanilla", pytest.param("clean", marks=pytest.mark.slow)])
 def test_cli_run_writes_complete_results(tmp_path: Path, strategy: str) -> None:
     proc = run_cli(
         [*TINY, f"strategy={strategy}", "trainer.max_epochs=4"], tmp_path
@@ -52,6 +52,7 @@ def test_cli_run_writes_complete_results(tmp_path: Path, strategy: str) -> None:
     assert (run_dir / "config.resolved.yaml").exists()
 
 
+@pytest.mark.slow  # ~40 s; cache reuse of a main stage: tests/test_loggers.py
 def test_a_cached_stage_reports_the_validation_accuracy_it_was_trained_with(tmp_path: Path) -> None:
     """Tuning reads val_acc (never the test set): a stage served from the cache keeps its own."""
     first = run_cli([*TINY, "strategy=vanilla", "hydra.run.dir=" + str(tmp_path / "v")], tmp_path)
@@ -73,6 +74,7 @@ def test_clean_model_collapses_on_strong_noise(tmp_path: Path) -> None:
     assert res["robustness"]["sigma=0.5"] < res["clean_acc"]
 
 
+@pytest.mark.slow  # ~30 s; skipping complete jobs: tests/test_resume.py, tests/test_sweep.py
 def test_rerun_of_a_complete_run_is_skipped(tmp_path: Path) -> None:
     args = [*TINY, "hydra.run.dir=" + str(tmp_path / "outputs" / "fixed")]
     first = run_cli(args, tmp_path)

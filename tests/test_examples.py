@@ -120,6 +120,7 @@ def run_from(folder: Path, *args: str) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow  # ~50 s; each example's part has a fast test below
 def test_the_five_examples_run_end_to_end_from_a_folder_outside_the_repo(user_folder: Path) -> None:
     before = ssd_tree()
     # the strategy, the callback, the data, the noise and the backbone, in one run

@@ -196,8 +196,7 @@ def test_offline_wandb_run_has_curve_and_images(tmp_path: Path, monkeypatch: pyt
 
 
 # --------------------------------------------------------------------------- Optuna (conf/hparams_search)
-
-
+@pytest.mark.slow  # ~25 s; an optional plugin
 def test_an_optuna_search_tunes_lambda_and_taps_and_trains_the_teacher_once(tmp_path: Path) -> None:
     """``-m hparams_search=self_distill_optuna``: trials differ in lambda/taps only, so the stage cache
     serves the first trial's teacher to the others; Optuna maximises the validation accuracy."""
