@@ -79,9 +79,16 @@ def test_the_lazy_names_resolve_to_the_real_ones() -> None:
     assert ssd.run.launch.resolve() is sys.modules["ssd.launch"]
 
 
-def test_help_builds_one_config_repository_per_composition() -> None:
-    """Hydra's help deep-copies a config repository for each of ~600 group lookups (4 s of 5 on a 2-core
-    CPU); ssd's help shares one per (config, overrides), and the text stays the same."""
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [(("--help",), {}, "strategy: "), (("-sc", "query=bash"), {"COMP_LINE": "ssd strat"}, "strategy=")],
+    ids=["help", "completion"],
+)
+def test_help_and_completion_build_one_config_repository_per_composition(
+    args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    """Hydra deep-copies a config repository for each group lookup (~600 for --help: 4 s of 5 on a 2-core
+    CPU; ~75 for a TAB); ssd shares one per (config, overrides) while they run, and the text stays the same."""
     counting = """
 import hydra._internal.config_repository as repos
 made = []
@@ -89,17 +96,20 @@ init = repos.CachingConfigRepository.__init__
 repos.CachingConfigRepository.__init__ = lambda self, *a, **k: made.append(1) or init(self, *a, **k)
 """ + PROBE.replace('print("HEAVY:"', 'print("REPOS:", len(made)); print("HEAVY:"')
     proc = subprocess.run(
-        [sys.executable, "-c", counting, "--help"],
+        [sys.executable, "-c", counting, *args],
         cwd=REPO,
-        env={**os.environ, **ONE_THREAD},
+        env={**os.environ, **ONE_THREAD, **env},
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    assert "== Config groups" in proc.stdout and "strategy: " in proc.stdout
+    assert expected in proc.stdout
     made = int(proc.stdout.split("REPOS:")[1].split()[0])
-    assert made <= 3, made  # the listing's and the composition's (was 600+)
+    assert made <= 3, made  # the listing's and the composition's (was 600+ / 75)
+
+
+def test_the_shared_repository_is_put_back() -> None:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     from ssd.run import one_config_repository
@@ -107,4 +117,4 @@ repos.CachingConfigRepository.__init__ = lambda self, *a, **k: made.append(1) or
     original = ConfigLoaderImpl._parse_overrides_and_create_caching_repo  # noqa: SLF001
     with one_config_repository():
         assert ConfigLoaderImpl._parse_overrides_and_create_caching_repo is not original  # noqa: SLF001
-    assert ConfigLoaderImpl._parse_overrides_and_create_caching_repo is original  # noqa: SLF001 - put back
+    assert ConfigLoaderImpl._parse_overrides_and_create_caching_repo is original  # noqa: SLF001
