@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssd.config import ConfigError
+from ssd.paths import conf_dir
 from ssd.validate import resolve_auto, validate
 from tests.helpers import TINY, compose_cfg, run_cli
 
@@ -81,3 +82,14 @@ def test_cli_errors_are_one_line_and_fail_fast(tmp_path) -> None:
     unknown = run_cli(["strategy=nope"], tmp_path, timeout=120)
     assert unknown.returncode == 2  # a config error like any other (ssd.run.main)
     assert "strategy=nope is not allowed" in unknown.stderr and "vanilla" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml") if p.stem != "imagenet_folder"),
+)
+def test_every_shipped_experiment_validates_with_every_kind_of_strategy(experiment: str) -> None:
+    """A new check (a warm-up within the run, a value class) must not reject a preset the docs tell people
+    to run; ``imagenet_folder`` needs its image folder to validate (the data root is checked)."""
+    for strategy in ("vanilla", "student_teacher", "self_distill", "online_distill", "joint", "denoise"):
+        validate(compose_cfg([f"experiment={experiment}", f"strategy={strategy}"]))
