@@ -6,13 +6,16 @@
 #   2. the table (experiment=cpu_fidelity: 5,085 training images, all 10,000 test images) at SIGMAS:
 #      clean, vanilla, STL, SSD with teacher_input=same and =independent, all with DISTILL;
 #   3. controls at the first sigma: STL and SSD(same) with lambda=0 (the student still starts as DISTILL
-#      says, so the row isolates what the feature term adds beyond the extra training);
+#      says, so the row isolates what the feature term adds beyond the extra training), and vanilla for
+#      30 epochs (teacher + student: the matched-epochs reference of a student that starts from its teacher);
 #   4. the online-teacher ablation at the first sigma, seeds ONLINE_SEEDS: ema_bn = ema, student, recompute;
 #   5. the controls at the other sigmas; 6. the table's rows for MORE_SEEDS at the first sigma.
 # Re-running with the same SSD_LOG_DIR resumes (finished jobs are skipped). Reports at the end.
-# Budget: ~50 stages (ResNet-20, 15 epochs, 5,085 images each). Measured 2026-12-02: a stage took ~33 min
-# wall (~21 CPU-min) in float32 on this project's AVX2 CPU (no native bf16; load 5-9), where the 2026-11-29
-# CPU with native bf16 took ~5 min: ~17 CPU-hours here, ~4 on that CPU, minutes per stage on a GPU.
+# Budget: 76 jobs (ResNet-20, 15 epochs, 5,085 images each; the 30-epoch vanilla controls twice that).
+# Measured 2026-12-02 on this project's AVX2 CPU (no native bf16: float32): a stage takes 10-12 min on an
+# idle core (~12 CPU-min with its test) and up to ~35 min wall under load; the 2026-11-29 CPU with native
+# bf16 took ~5 min: ~16 CPU-hours here (~8 h on two idle cores), minutes per stage on a GPU. The regime
+# check (the first 12 jobs) has run: docs/results/regime_check.md.
 #   SSD_LOG_DIR=/tmp/claim nohup bash experiments/claim.sh > /tmp/claim.log 2>&1 &
 # Env: SIGMAS ("0.2 0.5"), SEEDS ("0 1 2"), MORE_SEEDS ("3 4"), ONLINE_SEEDS ("0 1"),
 #      DISTILL ("strategy.student_init=teacher"), SHARDS (one per core), SSD_LOG_DIR (outputs), PY.
@@ -45,11 +48,12 @@ rows() {  # rows SIGMA SEED...: the table's rows at one sigma
     for seed in "$@"; do tasks+=("$TABLE/table|$table noise.sigma=$sigma seed=$seed $group"); done
   done
 }
-controls() {  # controls SIGMA: lambda=0 with the same start
+controls() {  # controls SIGMA: lambda=0 with the same start, and vanilla for as many epochs as teacher + student
   local seed
   for seed in "${SEEDS[@]}"; do
     tasks+=("$TABLE/control|$table noise.sigma=$1 seed=$seed strategy=student_teacher strategy.lambda=0 $DISTILL"
-            "$TABLE/control|$table noise.sigma=$1 seed=$seed strategy=self_distill strategy.lambda=0 $DISTILL")
+            "$TABLE/control|$table noise.sigma=$1 seed=$seed strategy=self_distill strategy.lambda=0 $DISTILL"
+            "$TABLE/control|$table noise.sigma=$1 seed=$seed strategy=vanilla trainer.max_epochs=30")
   done
 }
 tasks=()
