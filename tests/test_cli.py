@@ -24,9 +24,9 @@ print("HEAVY:", sorted(m for m in ("torch", "lightning", "torchvision", "wandb")
 """
 
 
-def ssd_probe(*args: str, **env: str) -> str:
+def ssd_probe(*args: str, script: str = PROBE, **env: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env={**os.environ, **ONE_THREAD, **env},
         capture_output=True,
@@ -95,17 +95,9 @@ made = []
 init = repos.CachingConfigRepository.__init__
 repos.CachingConfigRepository.__init__ = lambda self, *a, **k: made.append(1) or init(self, *a, **k)
 """ + PROBE.replace('print("HEAVY:"', 'print("REPOS:", len(made)); print("HEAVY:"')
-    proc = subprocess.run(
-        [sys.executable, "-c", counting, *args],
-        cwd=REPO,
-        env={**os.environ, **ONE_THREAD, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert expected in proc.stdout
-    made = int(proc.stdout.split("REPOS:")[1].split()[0])
+    out = ssd_probe(*args, script=counting, **env)
+    assert expected in out
+    made = int(out.split("REPOS:")[1].split()[0])
     assert made <= 3, made  # the listing's and the composition's (was 600+ / 75)
 
 
